@@ -1,0 +1,302 @@
+"""The `regionedit` command line. Bad input → one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from regionedit import __version__
+from regionedit.errors import RegionEditError
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, like every other error of the CLI."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        self.exit(2, f"regionedit: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _note(message: str) -> None:
+    print(f"regionedit: note: {message}", file=sys.stderr)
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for our own messages: no library progress bars or warnings."""
+    import diffusers
+    import huggingface_hub
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
+
+
+# ------------------------------------------------------------------------------- shared helpers
+def _add_model_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "--model", required=required,
+        help="hub id (owner/name), local diffusers folder, embedded toy/... or tiny/... model (see `regionedit models`)",
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: GPU if present)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: fp16 on GPU, fp32 on CPU")
+    parser.add_argument("--allow-pickle", action="store_true", help="also load pickled (.bin) weights; only for trusted sources")
+
+
+def _device(args) -> torch.device:
+    if args.device == "auto":
+        from regionedit.models import default_device
+
+        return default_device()
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise RegionEditError(f"unknown device {args.device!r} (use cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RegionEditError("--device cuda was given but no CUDA GPU is available")
+    return device
+
+
+def _load_model(args):
+    from regionedit.models import load_model
+
+    return load_model(args.model, device=_device(args), dtype=DTYPES.get(args.dtype), allow_pickle=args.allow_pickle)
+
+
+def _read_image(path: str):
+    from regionedit.images import load_image
+
+    loaded = load_image(path)
+    for note in loaded.notes:
+        _note(note)
+    return loaded.image
+
+
+def _fit_notes(fit, model) -> None:
+    if fit.working_size != fit.original_size:
+        _note(f"input {fit.original_size[0]}×{fit.original_size[1]} downscaled to "
+              f"{fit.working_size[0]}×{fit.working_size[1]} (--max-side; default: the model's {model.native_resolution})")
+    if fit.padded_size != fit.working_size:
+        _note(f"padded to {fit.padded_size[0]}×{fit.padded_size[1]} by reflection (sides must be multiples of "
+              f"{model.size_multiple} for {model.name}); outputs are cropped back")
+
+
+def _check_prompt(model, prompt: str | None, flag: str) -> None:
+    if model.is_text_conditional and prompt is None:
+        raise RegionEditError(f"model {model.name} is text-conditional: give {flag} (use {flag} '' for no text)")
+    if not model.is_text_conditional and prompt:
+        raise RegionEditError(f"model {model.name} is unconditional: drop {flag}")
+
+
+def _check_nonnegative(**values: float) -> None:
+    for name, value in values.items():
+        if value is not None and value < 0:
+            raise RegionEditError(f"--{name.replace('_', '-')} must be ≥ 0, got {value}")
+
+
+def _pair(text: str, what: str, count: int, kind=float) -> tuple:
+    try:
+        values = tuple(kind(v) for v in text.split(","))
+    except ValueError:
+        raise RegionEditError(f"{what} must be {count} comma-separated numbers, got {text!r}") from None
+    if count and len(values) != count:
+        raise RegionEditError(f"{what} must be {count} comma-separated numbers, got {text!r}")
+    return values
+
+
+def _invert(args, model, image, prompt: str | None, guidance: float):
+    from regionedit.core.inversion import invert
+
+    _check_prompt(model, prompt, "--prompt" if args.command == "invert" else "--source-prompt")
+    max_side = args.max_side or model.native_resolution
+    inversion = invert(
+        model, image, prompt=prompt, guidance_scale=guidance, num_inference_steps=args.steps, eta=args.eta,
+        seed=args.seed, batched=not args.sequential, batch_size=args.batch_size, max_side=max_side,
+        progress=not args.quiet,
+    )
+    _fit_notes(inversion.fit, model)
+    return inversion
+
+
+def _add_inversion_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, default=100, help="number of DDPM steps (paper: 100)")
+    parser.add_argument("--eta", type=float, default=1.0, help="η of the sampler (paper: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random x_t draws (default 0)")
+    parser.add_argument("--sequential", action="store_true", help="the paper's step-by-step loop instead of batched steps")
+    parser.add_argument("--batch-size", type=int, default=16, help="timesteps per batched UNet call (default 16)")
+    parser.add_argument("--max-side", type=int, help="downscale larger images to this side (default: the model's native size)")
+
+
+# ------------------------------------------------------------------------------------- commands
+def cmd_invert(args) -> int:
+    from regionedit.images import check_output_path
+
+    _check_nonnegative(cfg=args.cfg, steps=args.steps)
+    check_output_path(args.output, [args.image])
+    image = _read_image(args.image)
+    model = _load_model(args)
+    inversion = _invert(args, model, image, args.prompt, args.cfg)
+    inversion.save(args.output)
+    print(f"wrote {args.output} ({inversion.num_inference_steps} noise maps of {tuple(inversion.zs.shape[1:])}, seed {inversion.seed})")
+    return 0
+
+
+def cmd_edit_ddpm(args) -> int:
+    from regionedit.core.inversion import DDPMInversion
+    from regionedit.images import check_output_path, save_png
+    from regionedit.methods import ddpm_edit
+
+    if (args.image is None) == (args.inversion is None):
+        raise RegionEditError("give either an IMAGE to invert or --inversion FILE")
+    _check_nonnegative(source_cfg=args.source_cfg, target_cfg=args.target_cfg, skip=args.skip)
+    steps = args.steps
+    if args.inversion is not None:
+        inversion = DDPMInversion.load(args.inversion)
+        steps = inversion.num_inference_steps
+    if args.skip >= steps:
+        raise RegionEditError(f"--skip must be smaller than the number of steps ({steps}), got {args.skip}")
+    check_output_path(args.output, [args.image, args.inversion, args.save_inversion])
+    image = _read_image(args.image) if args.image else None
+    model = _load_model(args)
+    _check_prompt(model, args.target_prompt, "--target-prompt")
+    if args.inversion is None:
+        inversion = _invert(args, model, image, args.source_prompt, args.source_cfg)
+        if args.save_inversion:
+            inversion.save(args.save_inversion)
+    if args.shift:
+        dx, dy = _pair(args.shift, "--shift", 2, int)
+        inversion = ddpm_edit.shift(inversion, dx, dy)
+    if args.tint:
+        inversion = ddpm_edit.tint(inversion, _pair(args.tint, "--tint", model.channels))
+    output = ddpm_edit.edit(
+        model, inversion, args.target_prompt, guidance_scale=args.target_cfg, skip=args.skip, progress=not args.quiet
+    )
+    recipe = {**output.recipe, "input": Path(args.image or args.inversion).name, "shift": args.shift, "tint": args.tint}
+    save_png(output.image, args.output, recipe)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from regionedit.models.loading import embedded_models
+    from regionedit.models.tiny import TINY_BUILDERS
+
+    embedded = {name: str(path) for name, path in embedded_models().items()}
+    tiny = {name: (builder.__doc__ or "").strip().splitlines()[0] for name, builder in TINY_BUILDERS.items()}
+    if args.json:
+        print(json.dumps({"embedded": embedded, "tiny": tiny}, indent=2))
+        return 0
+    print("Embedded toy-world models (offline, shipped in the package):")
+    print("\n".join(f"  {n}" for n in embedded) or "  none in this version")
+    print("Tiny random models (built on first use, for tests and benchmarks; outputs are noise):")
+    for name, doc in tiny.items():
+        print(f"  {name:18s} {doc}")
+    print(
+        "Any diffusers model also works with --model:\n"
+        "  a hub id such as google/ddpm-ema-celebahq-256 or stable-diffusion-v1-5/stable-diffusion-v1-5\n"
+        "  (read from the Hugging Face cache; downloaded when the hub is reachable, never when HF_HUB_OFFLINE=1),\n"
+        "  or a local folder saved with save_pretrained. Weights must be safetensors unless --allow-pickle."
+    )
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from regionedit.demo import run_demo
+
+    run_demo(args.out, progress=not args.quiet)
+    return 0
+
+
+def cmd_bench_inversion(args) -> int:
+    from regionedit.bench import write_json
+    from regionedit.bench.inversion import SD15_RANDOM, bench_inversion
+
+    _check_nonnegative(steps=args.steps)
+    model = args.model or ("tiny/sd" if args.tiny else SD15_RANDOM)
+    result = bench_inversion(
+        model, _device(args), DTYPES.get(args.dtype), size=args.size, steps=args.steps, batch_size=args.batch_size
+    )
+    print(write_json(result, args.json))
+    return 0
+
+
+# --------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="regionedit", description="Local, region-aware image editing with diffusion models.")
+    parser.add_argument("--version", action="version", version=f"regionedit {__version__}")
+    common = _Parser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    invert = commands.add_parser("invert", parents=[common], help="edit-friendly DDPM inversion of an image → noise maps (.safetensors)")
+    invert.add_argument("image")
+    invert.add_argument("-o", "--output", required=True, help="inversion file to write (.safetensors)")
+    invert.add_argument("--prompt", help="text describing the image (text models; '' for none)")
+    invert.add_argument("--cfg", type=float, default=3.5, help="source classifier-free guidance (paper: 3.5)")
+    _add_model_options(invert)
+    _add_inversion_options(invert)
+    invert.set_defaults(func=cmd_invert)
+
+    edit = commands.add_parser("edit", help="edit an image with one of the methods")
+    methods = edit.add_subparsers(dest="method", required=True, parser_class=_Parser)
+    ddpm = methods.add_parser("ddpm", parents=[common], help="text-based editing in the edit-friendly DDPM noise space")
+    ddpm.add_argument("image", nargs="?", help="image to invert and edit (or give --inversion)")
+    ddpm.add_argument("--inversion", help="reuse a saved inversion instead of inverting IMAGE")
+    ddpm.add_argument("-o", "--output", required=True, help="PNG to write")
+    ddpm.add_argument("--source-prompt", help="text describing the input (text models)")
+    ddpm.add_argument("--target-prompt", help="text describing the wanted result (text models)")
+    ddpm.add_argument("--source-cfg", type=float, default=3.5, help="source guidance (paper: 3.5)")
+    ddpm.add_argument("--target-cfg", type=float, default=15.0, help="target guidance (paper: 15)")
+    ddpm.add_argument("--skip", type=int, default=36, help="steps skipped before editing starts (paper: 36 of 100)")
+    ddpm.add_argument("--shift", help="DX,DY: translate the noise maps (sample pixels)")
+    ddpm.add_argument("--tint", help="comma-separated per-channel offsets added to the noise maps")
+    ddpm.add_argument("--save-inversion", help="also write the inversion of IMAGE to this file")
+    _add_model_options(ddpm)
+    _add_inversion_options(ddpm)
+    ddpm.set_defaults(func=cmd_edit_ddpm)
+
+    models = commands.add_parser("models", parents=[common], help="list embedded and tiny models; how to use hub ids and folders")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+
+    demo = commands.add_parser("demo", parents=[common], help="run the methods on sample images and write an HTML gallery")
+    demo.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
+    demo.set_defaults(func=cmd_demo)
+
+    bench = commands.add_parser("bench", help="speed and quality benchmarks (JSON)")
+    benches = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    inv = benches.add_parser("inversion", parents=[common], help="step-by-step vs timestep-batched inversion, same run")
+    inv.add_argument("--tiny", action="store_true", help="use the tiny SD-like model (default: random SD-1.5-sized)")
+    _add_model_options(inv, required=False)
+    inv.add_argument("--size", type=int, help="image side in pixels (default: the model's native size)")
+    inv.add_argument("--steps", type=int, default=100)
+    inv.add_argument("--batch-size", type=int, default=16)
+    inv.add_argument("--json", help="write the result to this file")
+    inv.set_defaults(func=cmd_bench_inversion)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except RegionEditError as exc:
+        print(f"regionedit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("regionedit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

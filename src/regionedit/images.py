@@ -1,0 +1,157 @@
+"""Image files at the API edge: reading with conversion notes, tensors, atomic PNG writing.
+
+Conventions: PIL images or float tensors in [0, 1] at the API edge, [-1, 1] inside the models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from regionedit.errors import RegionEditError
+
+RECIPE_KEY = "regionedit"
+
+
+@dataclass
+class LoadedImage:
+    """An RGB image and the notes on what was converted to get it."""
+
+    image: Image.Image
+    notes: list[str] = field(default_factory=list)
+
+
+def load_image(path: str | os.PathLike) -> LoadedImage:
+    """Read any image file as 8-bit RGB; every conversion is explained in ``notes``."""
+    path = Path(path)
+    if not path.exists():
+        raise RegionEditError(f"image not found: {path}")
+    if path.is_dir():
+        raise RegionEditError(f"expected an image file, got a folder: {path}")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = opened.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise RegionEditError(f"cannot read image {path}: not an image file or a damaged one ({exc.__class__.__name__})") from None
+    loaded = to_rgb(image, name=str(path))
+    if image.mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16:
+        loaded.notes.append(f"{path}: 16 bits per channel reduced to 8")
+    return loaded
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    """Bit depth from a PNG header (Pillow silently reads 16-bit colour PNGs as 8-bit)."""
+    with open(path, "rb") as handle:
+        header = handle.read(26)
+    return header[24] if header[:8] == b"\x89PNG\r\n\x1a\n" and len(header) == 26 else None
+
+
+def to_rgb(image: Image.Image, name: str = "image") -> LoadedImage:
+    """Convert a PIL image of any mode to 8-bit RGB, with a note for each lossy step."""
+    notes: list[str] = []
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        high = 65535.0 if mode.startswith("I") and array.max(initial=0) > 255 else 255.0
+        if mode == "F":
+            high = 1.0 if array.max(initial=0) <= 1.0 else 255.0
+        array = np.clip(np.round(array / high * 255.0), 0, 255).astype(np.uint8)
+        image = Image.fromarray(array)
+        notes.append(f"{name}: high-bit-depth grayscale ({mode}) converted to 8-bit RGB")
+        mode = "L"
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        if rgba.getextrema()[3][0] < 255:
+            notes.append(f"{name}: transparent pixels composited over white")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba).convert("RGB")
+        notes.append(f"{name}: alpha channel dropped")
+    elif mode in ("L", "1"):
+        image = image.convert("RGB")
+        notes.append(f"{name}: grayscale converted to RGB")
+    elif mode != "RGB":
+        image = image.convert("RGB")
+        notes.append(f"{name}: {mode} converted to RGB")
+    return LoadedImage(image=image, notes=notes)
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL RGB → float tensor 1×3×H×W in [-1, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image | list[Image.Image]:
+    """Float tensor (B×)3×H×W in [-1, 1] → PIL RGB (a list for B > 1)."""
+    batched = x.dim() == 4
+    x = x if batched else x.unsqueeze(0)
+    array = ((x.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    images = [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in array]
+    return images if batched and len(images) > 1 else images[0]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` then move ``tmp`` over ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def save_png(image: Image.Image, path: str | os.PathLike, recipe: dict | None = None) -> Path:
+    """Write a PNG atomically, with the edit recipe as JSON in a text chunk."""
+    info = PngImagePlugin.PngInfo()
+    if recipe is not None:
+        info.add_text(RECIPE_KEY, json.dumps(recipe, sort_keys=True, default=str))
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
+
+
+def read_recipe(path: str | os.PathLike) -> dict | None:
+    """The recipe stored by :func:`save_png`, or None."""
+    with Image.open(path) as image:
+        text = image.info.get(RECIPE_KEY)
+    return json.loads(text) if text else None
+
+
+def check_output_path(output: str | os.PathLike, inputs: Sequence[str | os.PathLike | None]) -> Path:
+    """Refuse an output path that would overwrite one of the inputs."""
+    output = Path(output)
+    for candidate in inputs:
+        if candidate is None:
+            continue
+        candidate = Path(candidate)
+        if output.resolve() == candidate.resolve() or (
+            output.exists() and candidate.exists() and output.samefile(candidate)
+        ):
+            raise RegionEditError(f"output {output} is an input file; choose another name (inputs are never overwritten)")
+    if output.exists() and output.is_dir():
+        raise RegionEditError(f"output {output} is a folder; give a file name")
+    return output

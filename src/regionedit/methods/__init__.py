@@ -1,0 +1,1 @@
+"""One module per editing method; each reads like its paper's algorithm box."""

@@ -1,0 +1,187 @@
+"""Randomly initialised tiny versions of every supported architecture, for tests and benchmarks.
+
+Each builder is deterministic in its seed and returns the components; :func:`save_tiny` writes
+them as a diffusers folder (``model_index.json`` + one subfolder per component) that
+:func:`regionedit.models.load_model` reads like any hub download.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel, UNet2DModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from regionedit.models.tokenizer import build_clip_tokenizer
+
+TEXT_DIM = 32
+
+
+def _seeded(build: Callable[[], dict], seed: int) -> dict:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def sd_scheduler() -> DDIMScheduler:
+    """The noise schedule of Stable Diffusion 1.x/2.x (scaled-linear β, ᾱ_final = ᾱ_0)."""
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
+def tiny_pixel_ddpm(seed: int = 0, sample_size: int = 32) -> dict:
+    """A pixel-space DDPM like google/ddpm-ema-celebahq-256, with 2 levels and 32/64 channels."""
+
+    def build() -> dict:
+        unet = UNet2DModel(
+            sample_size=sample_size,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+            norm_num_groups=8,
+            attention_head_dim=8,
+        )
+        return {"unet": unet, "scheduler": DDPMScheduler(num_train_timesteps=1000)}
+
+    return _seeded(build, seed)
+
+
+def _tiny_text_encoder(tokenizer) -> CLIPTextModel:
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_DIM,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config)
+
+
+def _tiny_vae() -> AutoencoderKL:
+    """Four levels like SD's VAE (downscale 8), with 8–16 channels."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+
+
+def _tiny_conditional_unet(in_channels: int) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=in_channels,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+
+
+def tiny_sd(seed: int = 0) -> dict:
+    """Stable-Diffusion-shaped: latent UNet with cross-attention, 4-level VAE, CLIP text encoder."""
+
+    def build() -> dict:
+        tokenizer = build_clip_tokenizer()
+        return {
+            "unet": _tiny_conditional_unet(in_channels=4),
+            "vae": _tiny_vae(),
+            "text_encoder": _tiny_text_encoder(tokenizer),
+            "tokenizer": tokenizer,
+            "scheduler": sd_scheduler(),
+        }
+
+    return _seeded(build, seed)
+
+
+def tiny_ip2p(seed: int = 0) -> dict:
+    """InstructPix2Pix-shaped: the tiny SD with an 8-channel UNet input (x_t ‖ source latents)."""
+
+    def build() -> dict:
+        tokenizer = build_clip_tokenizer()
+        return {
+            "unet": _tiny_conditional_unet(in_channels=8),
+            "vae": _tiny_vae(),
+            "text_encoder": _tiny_text_encoder(tokenizer),
+            "tokenizer": tokenizer,
+            "scheduler": sd_scheduler(),
+        }
+
+    return _seeded(build, seed)
+
+
+def sd15_sized_random(seed: int = 0) -> dict:
+    """Random weights of the real Stable Diffusion 1.5 architecture (860 M UNet), for GPU benchmarks."""
+
+    def build() -> dict:
+        tokenizer = build_clip_tokenizer()
+        text = CLIPTextConfig(
+            vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+            num_attention_heads=12, max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        vae = AutoencoderKL(
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=4,
+            sample_size=512,
+        )
+        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)
+        return {"unet": unet, "vae": vae, "text_encoder": CLIPTextModel(text), "tokenizer": tokenizer,
+                "scheduler": sd_scheduler()}
+
+    return _seeded(build, seed)
+
+
+PIPELINE_CLASS = {
+    UNet2DModel: "DDPMPipeline",
+    UNet2DConditionModel: "StableDiffusionPipeline",
+}
+
+
+def save_tiny(components: dict, folder: str | Path) -> Path:
+    """Write components as a diffusers pipeline folder (safetensors weights)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    index: dict = {"_class_name": PIPELINE_CLASS[type(components["unet"])], "_diffusers_version": "0.42.1"}
+    if components["unet"].config.in_channels == 8:
+        index["_class_name"] = "StableDiffusionInstructPix2PixPipeline"
+    for name, component in components.items():
+        component.save_pretrained(folder / name)
+        library = "transformers" if type(component).__module__.startswith("transformers") else "diffusers"
+        index[name] = [library, type(component).__name__]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+TINY_BUILDERS: dict[str, Callable[..., dict]] = {
+    "tiny/pixel-ddpm": tiny_pixel_ddpm,
+    "tiny/sd": tiny_sd,
+    "tiny/ip2p": tiny_ip2p,
+}

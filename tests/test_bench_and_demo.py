@@ -1,0 +1,32 @@
+"""`regionedit bench inversion` and `regionedit demo` on the tiny models."""
+
+import json
+
+from PIL import Image
+
+from regionedit.cli import main
+from regionedit.images import pil_to_tensor, read_recipe
+
+
+def test_bench_inversion_tiny_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "inversion", "--tiny", "--steps", "50", "--device", "cpu", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for key in ("sequential_s", "batched_s", "speedup", "recon_max_abs_err", "device", "model", "steps", "size"):
+        assert key in result
+    assert result["model"] == "tiny/sd" and result["steps"] == 50 and result["size"] == 64 and result["device"] == "cpu"
+    assert result["recon_max_abs_err_sequential"] <= 1e-4
+    assert result["maps_max_abs_diff"] <= 1e-4
+    assert result["speedup"] > 1.0, result  # batching the timesteps must pay off even on a CPU
+    assert json.loads(capsys.readouterr().out) == result
+
+
+def test_demo_writes_a_labelled_gallery(tmp_path):
+    assert main(["demo", "--out", str(tmp_path), "-q"]) == 0
+    page = (tmp_path / "index.html").read_text()
+    assert "PLUMBING DEMO" in page and "tiny randomly initialised" in page
+    for name in ("ddpm_reconstruction.png", "ddpm_shift.png", "ddpm_tint.png", "sd_edit.png"):
+        assert name in page and read_recipe(tmp_path / name)["method"].startswith("ddpm_")
+    original = pil_to_tensor(Image.open(tmp_path / "ddpm_input.png"))
+    reconstruction = pil_to_tensor(Image.open(tmp_path / "ddpm_reconstruction.png"))
+    assert (original - reconstruction).abs().max() * 127.5 <= 1.0001

@@ -1,0 +1,162 @@
+"""The command line: every bad input is one line on stderr and exit code 2; outputs carry recipes."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from regionedit.cli import main
+from regionedit.images import read_recipe
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("regionedit: error:"), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def image_file(tmp_path, photo):
+    path = tmp_path / "photo.png"
+    photo.save(path)
+    return path
+
+
+SD = ["--model", "tiny/sd", "--steps", "8", "-q"]
+PIXEL = ["--model", "tiny/pixel-ddpm", "--steps", "8", "-q"]
+
+
+def test_invert_then_edit_from_the_inversion_file(capsys, image_file, tmp_path):
+    inv = tmp_path / "inv.safetensors"
+    code, out, err = run(capsys, "invert", str(image_file), "-o", str(inv), "--prompt", "an astronaut", *SD)
+    assert code == 0 and inv.exists(), err
+    out_png = tmp_path / "edit.png"
+    code, out, err = run(capsys, "edit", "ddpm", "--inversion", str(inv), "--target-prompt", "a cat", "--skip", "3",
+                         "-o", str(out_png), "--model", "tiny/sd", "-q")
+    assert code == 0, err
+    recipe = read_recipe(out_png)
+    assert recipe["method"] == "ddpm_edit" and recipe["target_prompt"] == "a cat" and recipe["skip"] == 3
+    assert recipe["source_prompt"] == "an astronaut" and recipe["seed"] == 0 and recipe["model"] == "tiny/sd"
+    assert Image.open(out_png).size == (64, 64)
+
+
+def test_edit_straight_from_an_image_with_noise_map_shift(capsys, image_file, tmp_path):
+    out_png = tmp_path / "shift.png"
+    code, _, err = run(capsys, "edit", "ddpm", str(image_file), "--skip", "0", "--shift", "4,0", "-o", str(out_png), *PIXEL)
+    assert code == 0, err
+    assert read_recipe(out_png)["shift"] == "4,0"
+
+
+def test_missing_file(capsys, tmp_path):
+    code, _, err = run(capsys, "invert", str(tmp_path / "missing.png"), "-o", str(tmp_path / "i.st"), *PIXEL)
+    assert_one_line_error(code, err, "image not found")
+
+
+def test_unreadable_file(capsys, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x00garbage")
+    code, _, err = run(capsys, "invert", str(bad), "-o", str(tmp_path / "i.st"), *PIXEL)
+    assert_one_line_error(code, err, "cannot read image")
+
+
+@pytest.mark.parametrize(
+    "array,note",
+    [
+        (np.full((40, 40), 90, np.uint8), "grayscale converted"),
+        (np.full((40, 40, 4), 90, np.uint8), "alpha channel dropped"),
+        (np.full((40, 40), 30000, np.uint16), "high-bit-depth grayscale"),
+    ],
+)
+def test_unusual_modes_are_converted_with_a_note(capsys, tmp_path, array, note):
+    path = tmp_path / "odd.png"
+    Image.fromarray(array).save(path)
+    code, _, err = run(capsys, "invert", str(path), "-o", str(tmp_path / "i.safetensors"), *PIXEL)
+    assert code == 0 and f"regionedit: note: {path}: {note}" in err
+
+
+def test_sizes_not_divisible_are_padded_with_a_note(capsys, tmp_path):
+    path = tmp_path / "odd.png"
+    Image.new("RGB", (50, 30), (200, 10, 10)).save(path)
+    out_png = tmp_path / "o.png"
+    code, _, err = run(capsys, "edit", "ddpm", str(path), "--source-prompt", "red", "--target-prompt", "blue",
+                       "--skip", "2", "-o", str(out_png), *SD)
+    assert code == 0 and "padded to 64×32" in err
+    assert Image.open(out_png).size == (50, 30)
+
+
+def test_large_images_are_downscaled_to_the_native_size_with_a_note(capsys, tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (256, 128)).save(path)
+    code, _, err = run(capsys, "invert", str(path), "-o", str(tmp_path / "i.safetensors"), "--prompt", "", *SD)
+    assert code == 0 and "downscaled to 64×32" in err
+
+
+def test_skip_not_below_steps(capsys, image_file, tmp_path):
+    code, _, err = run(capsys, "edit", "ddpm", str(image_file), "--skip", "8", "--target-prompt", "x",
+                       "--source-prompt", "y", "-o", str(tmp_path / "o.png"), *SD)
+    assert_one_line_error(code, err, "--skip must be smaller", "(8)")
+
+
+def test_negative_cfg(capsys, image_file, tmp_path):
+    code, _, err = run(capsys, "edit", "ddpm", str(image_file), "--target-cfg", "-1", "--target-prompt", "x",
+                       "--source-prompt", "y", "-o", str(tmp_path / "o.png"), *SD)
+    assert_one_line_error(code, err, "--target-cfg must be ≥ 0")
+    code, _, err = run(capsys, "invert", str(image_file), "--cfg", "-3", "--prompt", "y", "-o", str(tmp_path / "i"), *SD)
+    assert_one_line_error(code, err, "--cfg must be ≥ 0")
+
+
+def test_missing_prompt_for_a_text_model(capsys, image_file, tmp_path):
+    code, _, err = run(capsys, "invert", str(image_file), "-o", str(tmp_path / "i.safetensors"), *SD)
+    assert_one_line_error(code, err, "text-conditional", "--prompt")
+    code, _, err = run(capsys, "edit", "ddpm", str(image_file), "--source-prompt", "a", "--skip", "2",
+                       "-o", str(tmp_path / "o.png"), *SD)
+    assert_one_line_error(code, err, "text-conditional", "--target-prompt")
+
+
+def test_unknown_model_id_offline(capsys, image_file, tmp_path):
+    code, _, err = run(capsys, "invert", str(image_file), "-o", str(tmp_path / "i.st"), "--model", "someone/unknown-model")
+    assert_one_line_error(code, err, "someone/unknown-model", "not available offline")
+
+
+def test_output_may_not_overwrite_the_input(capsys, image_file):
+    before = image_file.read_bytes()
+    code, _, err = run(capsys, "edit", "ddpm", str(image_file), "-o", str(image_file), "--target-prompt", "x",
+                       "--source-prompt", "y", "--skip", "2", *SD)
+    assert_one_line_error(code, err, "is an input file")
+    assert image_file.read_bytes() == before
+
+
+def test_usage_errors_are_one_line_too(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["invert"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "required" in err
+
+
+def test_models_lists_tiny_and_explains_hub_ids(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and "tiny/sd" in out and "hub id" in out
+    code, out, _ = run(capsys, "models", "--json")
+    assert set(json.loads(out)["tiny"]) == {"tiny/pixel-ddpm", "tiny/sd", "tiny/ip2p"}
+
+
+def test_console_script_runs_as_a_real_process(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "regionedit.cli", "edit", "ddpm", str(tmp_path / "none.png"), "-o", str(tmp_path / "o.png"),
+         "--model", "tiny/sd"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"regionedit: error: image not found: {tmp_path / 'none.png'}"]
