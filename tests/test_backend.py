@@ -44,7 +44,8 @@ def test_instruct_guidance_uses_three_branches(ip2p_model):
     image_latents = ip2p_model.encode_source_image(source)
     assert torch.allclose(image_latents, ip2p_model.vae.encode(source).latent_dist.mode())  # unscaled
     text, empty = ip2p_model.encode_prompt("make it blue"), ip2p_model.encode_prompt("")
-    branch = lambda emb, img: ip2p_model.unet_eps(x, 300, emb.expand(2, -1, -1), img.expand(2, -1, -1, -1))
+    def branch(emb, img):
+        return ip2p_model.unet_eps(x, 300, emb.expand(2, -1, -1), img.expand(2, -1, -1, -1))
     e_text, e_image = branch(text, image_latents), branch(empty, image_latents)
     e_uncond = branch(empty, torch.zeros_like(image_latents))
     expected = e_uncond + 7.5 * (e_text - e_image) + 1.5 * (e_image - e_uncond)
@@ -88,3 +89,15 @@ def test_prompt_rules(pixel_model, sd_model):
     a, b = sd_model.encode_prompt(["a red ball", "a blue box"])
     assert not torch.allclose(a, b)
     assert torch.equal(sd_model.encode_prompt("a red ball")[0], a)
+
+
+def test_half_precision_weights_give_float32_predictions():
+    """The GPU path (fp16/bf16 weights, fp32 arithmetic around the UNet), exercised on the CPU in bf16."""
+    from regionedit.models import load_model
+
+    model = load_model("tiny/sd", device="cpu", dtype=torch.bfloat16)
+    assert next(model.unet.parameters()).dtype == torch.bfloat16
+    x0 = model.encode(torch.rand(1, 3, 64, 64) * 2 - 1)
+    assert x0.dtype == torch.float32
+    eps = model.denoiser("a ball", 3.5)(torch.randn(2, 4, 8, 8), torch.tensor([800, 100]))
+    assert eps.dtype == torch.float32 and torch.isfinite(eps).all()

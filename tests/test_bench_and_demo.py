@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+import torch
 from PIL import Image
 
 from regionedit.cli import main
@@ -30,3 +32,13 @@ def test_demo_writes_a_labelled_gallery(tmp_path):
     original = pil_to_tensor(Image.open(tmp_path / "ddpm_input.png"))
     reconstruction = pil_to_tensor(Image.open(tmp_path / "ddpm_reconstruction.png"))
     assert (original - reconstruction).abs().max() * 127.5 <= 1.0001
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batched_inversion_is_3x_faster_on_a_gpu_with_sd15_sized_model():
+    """Issue 2's GPU bar: SD-1.5-sized random model, 512², 100 steps, fp16."""
+    from regionedit.bench.inversion import SD15_RANDOM, bench_inversion
+
+    result = bench_inversion(SD15_RANDOM, torch.device("cuda"), steps=100)
+    assert result["size"] == 512 and result["speedup"] >= 3.0, result

@@ -5,7 +5,14 @@ import pytest
 from PIL import Image
 
 from regionedit.errors import RegionEditError
-from regionedit.images import check_output_path, load_image, pil_to_tensor, read_recipe, save_png, tensor_to_pil
+from regionedit.images import (
+    check_output_path,
+    load_image,
+    pil_to_tensor,
+    read_recipe,
+    save_png,
+    tensor_to_pil,
+)
 
 
 def test_missing_and_unreadable_files(tmp_path):

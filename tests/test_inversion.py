@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from regionedit.core.inversion import DDPMInversion, invert, invert_sample, sample_from_noise_maps
+from regionedit.core.inversion import DDPMInversion, invert, sample_from_noise_maps
 from regionedit.core.schedule import Schedule
 from regionedit.errors import RegionEditError
 from regionedit.images import pil_to_tensor
@@ -13,8 +13,16 @@ from regionedit.methods import ddpm_edit
 STEPS = 100
 
 
+MODELS_AND_SAMPLES = [("pixel_model", None, (1, 3, 32, 48)), ("sd_model", "a red ball", (1, 4, 8, 12))]
+
+
 def random_sample(shape, seed=0):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).clamp(-1, 1)
+
+
+def invert_sample(model, x0, prompt, guidance_scale, steps, **options):
+    options.setdefault("progress", False)
+    return invert(model, latents=x0, prompt=prompt, guidance_scale=guidance_scale, num_inference_steps=steps, **options)
 
 
 @pytest.mark.parametrize("name", ["pixel_model", "sd_model"])
@@ -45,28 +53,22 @@ def test_sigma_is_ddpm_posterior_std_for_full_schedule(pixel_model):
     assert torch.allclose(variance, expected, rtol=1e-9)
 
 
-@pytest.mark.parametrize(
-    "name,prompt,shape",
-    [("pixel_model", None, (1, 3, 32, 48)), ("sd_model", "a red ball", (1, 4, 8, 12))],
-)
+@pytest.mark.parametrize("name,prompt,shape", MODELS_AND_SAMPLES)
 def test_step_by_step_inversion_reconstructs_exactly(name, prompt, shape, request):
     """The paper's property: invert, reverse with the same prompt → x0 (fp32, max abs error ≤ 1e-4)."""
     model = request.getfixturevalue(name)
     x0 = random_sample(shape)
-    inversion = invert_sample(model, x0, prompt, 3.5, STEPS, seed=0, batched=False, progress=False)
+    inversion = invert_sample(model, x0, prompt, 3.5, STEPS, seed=0, batched=False)
     reconstruction = sample_from_noise_maps(model.denoiser(prompt, 3.5), inversion)
     assert (reconstruction - x0).abs().max() <= 1e-4
 
 
-@pytest.mark.parametrize(
-    "name,prompt,shape",
-    [("pixel_model", None, (1, 3, 32, 48)), ("sd_model", "a red ball", (1, 4, 8, 12))],
-)
+@pytest.mark.parametrize("name,prompt,shape", MODELS_AND_SAMPLES)
 def test_batched_noise_maps_match_step_by_step(name, prompt, shape, request):
     model = request.getfixturevalue(name)
     x0 = random_sample(shape)
-    sequential = invert_sample(model, x0, prompt, 3.5, STEPS, seed=0, batched=False, progress=False)
-    batched = invert_sample(model, x0, prompt, 3.5, STEPS, seed=0, batched=True, batch_size=16, progress=False)
+    sequential = invert_sample(model, x0, prompt, 3.5, STEPS, seed=0, batched=False)
+    batched = invert_sample(model, x0, prompt, 3.5, STEPS, seed=0, batched=True, batch_size=16)
     assert (batched.zs - sequential.zs).abs().max() <= 1e-4
     assert (batched.xts - sequential.xts).abs().max() <= 1e-5
     # Reversing batched maps: UNet rounding differs between batch sizes (~1e-6) and the η-sampler
@@ -95,9 +97,9 @@ def test_latent_model_handles_non_square_and_odd_sizes(sd_model, photo):
 
 def test_same_seed_same_result_other_seed_other_inversion(sd_model):
     x0 = random_sample((1, 4, 8, 8))
-    a = invert_sample(sd_model, x0, "a ball", 3.5, 20, seed=1, progress=False)
-    b = invert_sample(sd_model, x0, "a ball", 3.5, 20, seed=1, progress=False)
-    c = invert_sample(sd_model, x0, "a ball", 3.5, 20, seed=2, progress=False)
+    a = invert_sample(sd_model, x0, "a ball", 3.5, 20, seed=1)
+    b = invert_sample(sd_model, x0, "a ball", 3.5, 20, seed=1)
+    c = invert_sample(sd_model, x0, "a ball", 3.5, 20, seed=2)
     assert torch.equal(a.zs, b.zs) and torch.equal(a.xts, b.xts)
     assert not torch.allclose(a.xts, c.xts) and not torch.allclose(a.zs, c.zs)
     edit_a = ddpm_edit.edit(sd_model, a, "a blue box", skip=5, progress=False).sample
@@ -109,7 +111,7 @@ def test_same_seed_same_result_other_seed_other_inversion(sd_model):
 
 def test_changed_prompt_changes_the_output(sd_model):
     x0 = random_sample((1, 4, 8, 8))
-    inversion = invert_sample(sd_model, x0, "a red ball", 3.5, 30, seed=0, progress=False)
+    inversion = invert_sample(sd_model, x0, "a red ball", 3.5, 30, seed=0)
     same = ddpm_edit.edit(sd_model, inversion, "a red ball", 3.5, skip=10, progress=False).sample
     other = ddpm_edit.edit(sd_model, inversion, "a green tree", 15.0, skip=10, progress=False).sample
     assert (same - x0).abs().max() < 2e-3
@@ -142,12 +144,14 @@ def test_loading_a_non_inversion_file_is_a_clear_error(tmp_path):
 def test_bad_arguments_raise_clear_errors(sd_model, pixel_model):
     x0 = random_sample((1, 4, 8, 8))
     with pytest.raises(RegionEditError, match="guidance_scale must be ≥ 0"):
-        invert_sample(sd_model, x0, "a", -1.0, 10, progress=False)
+        invert_sample(sd_model, x0, "a", -1.0, 10)
     with pytest.raises(RegionEditError, match="text-conditional"):
-        invert_sample(sd_model, x0, None, 3.5, 10, progress=False)
+        invert_sample(sd_model, x0, None, 3.5, 10)
     with pytest.raises(RegionEditError, match="unconditional"):
-        invert_sample(pixel_model, random_sample((1, 3, 8, 8)), "a face", 3.5, 10, progress=False)
-    inversion = invert_sample(sd_model, x0, "a", 3.5, 10, progress=False)
+        invert_sample(pixel_model, random_sample((1, 3, 8, 8)), "a face", 3.5, 10)
+    with pytest.raises(RegionEditError, match="either an image or latents"):
+        invert(sd_model, prompt="a")
+    inversion = invert_sample(sd_model, x0, "a", 3.5, 10)
     with pytest.raises(RegionEditError, match="skip must be in"):
         ddpm_edit.edit(sd_model, inversion, "b", skip=10, progress=False)
     with pytest.raises(RegionEditError, match="guidance_scale must be ≥ 0"):
@@ -158,7 +162,7 @@ def test_bad_arguments_raise_clear_errors(sd_model, pixel_model):
 
 def test_shift_translates_the_whole_noise_path(pixel_model):
     x0 = random_sample((1, 3, 16, 16))
-    inversion = invert_sample(pixel_model, x0, None, 0, 10, seed=0, progress=False)
+    inversion = invert_sample(pixel_model, x0, None, 0, 10, seed=0)
     shifted = ddpm_edit.shift(inversion, dx=3, dy=-2)
     assert torch.equal(shifted.zs[..., :-2, 3:], inversion.zs[..., 2:, :-3])
     assert torch.equal(shifted.xts[..., :-2, 3:], inversion.xts[..., 2:, :-3])
@@ -172,7 +176,7 @@ def test_shift_translates_the_whole_noise_path(pixel_model):
 
 def test_tint_changes_maps_only_inside_the_mask(pixel_model):
     x0 = random_sample((1, 3, 16, 16))
-    inversion = invert_sample(pixel_model, x0, None, 0, 10, seed=0, progress=False)
+    inversion = invert_sample(pixel_model, x0, None, 0, 10, seed=0)
     mask = torch.zeros(1, 1, 16, 16)
     mask[..., 4:8, 4:8] = 1
     tinted = ddpm_edit.tint(inversion, (0.5, 0.0, -0.5), mask)

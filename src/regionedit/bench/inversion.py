@@ -11,8 +11,7 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from regionedit.bench import machine, timed
-from regionedit.core.inversion import invert
-from regionedit.core.inversion import sample_from_noise_maps
+from regionedit.core.inversion import invert, sample_from_noise_maps
 from regionedit.models import DiffusionModel, load_model
 from regionedit.models.tiny import sd15_sized_random
 

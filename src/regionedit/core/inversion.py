@@ -115,14 +115,9 @@ def draw_noisy_path(x0: torch.Tensor, schedule: Schedule, generator: torch.Gener
     return schedule.noise_to(torch.arange(len(schedule)), x0, eps.to(x0.device))
 
 
-def check_guidance(name: str, value: float) -> None:
-    if value < 0:
-        raise RegionEditError(f"{name} must be ≥ 0, got {value}")
-
-
 def invert(
     model: DiffusionModel,
-    image,
+    image=None,
     prompt: str | None = None,
     guidance_scale: float = 3.5,
     num_inference_steps: int = 100,
@@ -132,58 +127,46 @@ def invert(
     batched: bool = True,
     batch_size: int = 16,
     max_side: int | None = None,
+    latents: torch.Tensor | None = None,
     progress: bool = True,
 ) -> DDPMInversion:
-    """Invert an image (PIL, or 1×3×H×W tensor in [0, 1]) into edit-friendly noise maps.
+    """Invert an image into edit-friendly noise maps.
 
-    Defaults follow the paper's code: 100 steps, η = 1, source CFG 3.5. ``prompt`` describes the
-    image for text models ('' for an unconditional inversion) and must be None otherwise.
+    ``image`` is a PIL image or a 1×3×H×W tensor in [0, 1]; alternatively pass the encoded sample
+    x0 as ``latents`` (1×C×h×w, VAE latents for latent models). Defaults follow the paper's code:
+    100 steps, η = 1, source CFG 3.5. ``prompt`` describes the image for text models ('' for an
+    unconditional inversion) and must be None for unconditional models.
     """
-    pixels, fit = model.fit_image(image, max_side)
-    inversion = invert_sample(
-        model, model.encode(pixels), prompt, guidance_scale, num_inference_steps, eta, seed, generator,
-        batched, batch_size, progress,
-    )
-    return replace(inversion, fit=fit)
-
-
-def invert_sample(
-    model: DiffusionModel,
-    x0: torch.Tensor,
-    prompt: str | None = None,
-    guidance_scale: float = 3.5,
-    num_inference_steps: int = 100,
-    eta: float = 1.0,
-    seed: int | None = None,
-    generator: torch.Generator | None = None,
-    batched: bool = True,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> DDPMInversion:
-    """:func:`invert` on an already encoded sample x0 (1×C×h×w, latents for latent models)."""
+    if (image is None) == (latents is None):
+        raise RegionEditError("give either an image or latents to invert")
     if num_inference_steps < 1:
         raise RegionEditError(f"num_inference_steps must be ≥ 1, got {num_inference_steps}")
     if not 0 < eta <= 1:
         raise RegionEditError(f"eta must be in (0, 1], got {eta}")
     if batch_size < 1:
         raise RegionEditError(f"batch_size must be ≥ 1, got {batch_size}")
-    check_guidance("guidance_scale", guidance_scale)
     denoiser = model.denoiser(prompt, guidance_scale)
+    fit = None
+    if image is not None:
+        pixels, fit = model.fit_image(image, max_side)
+        latents = model.encode(pixels)
     schedule = Schedule.from_scheduler(model.scheduler, num_inference_steps)
     generator, seed = _generator(seed, generator)
-    x0 = x0.to(model.device, torch.float32)
+    x0 = latents.to(model.device, torch.float32)
     xts = draw_noisy_path(x0, schedule, generator)
     sigma = schedule.sigma(eta)
     scale = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
-    compute = _noise_maps_batched if batched else _noise_maps_sequential
-    xts, zs = compute(denoiser, schedule, x0, xts, scale, eta, batch_size, progress)
+    if batched:
+        xts, zs = _noise_maps_batched(denoiser, schedule, x0, xts, scale, eta, batch_size, progress)
+    else:
+        xts, zs = _noise_maps_sequential(denoiser, schedule, x0, xts, scale, eta, progress)
     return DDPMInversion(
         x0=x0, xts=xts, zs=zs, noise_scale=scale, schedule=schedule, prompt=prompt,
-        guidance_scale=float(guidance_scale), eta=float(eta), seed=seed, model=model.name,
+        guidance_scale=float(guidance_scale), eta=float(eta), seed=seed, model=model.name, fit=fit,
     )
 
 
-def _noise_maps_sequential(denoiser, schedule, x0, xts, scale, eta, batch_size, progress):
+def _noise_maps_sequential(denoiser, schedule, x0, xts, scale, eta, progress):
     """The paper's loop: one step at a time, each x_{t-1} re-derived as μ_t + σ_t z_t."""
     xts = xts.clone()
     zs = torch.empty_like(xts)

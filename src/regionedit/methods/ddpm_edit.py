@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from regionedit import __version__
-from regionedit.core.inversion import DDPMInversion, check_guidance, sample_from_noise_maps
+from regionedit.core.inversion import DDPMInversion, sample_from_noise_maps
 from regionedit.errors import RegionEditError
 from regionedit.images import tensor_to_pil
 from regionedit.models.backend import DiffusionModel
@@ -42,9 +42,6 @@ def edit(
     progress: bool = True,
 ) -> DDPMEditOutput:
     """Regenerate the image from step ``skip`` with the target ``prompt``, keeping the noise maps."""
-    check_guidance("target guidance_scale", guidance_scale)
-    if model.is_text_conditional and prompt is None:
-        raise RegionEditError(f"model {model.name} is text-conditional: give a target prompt")
     if inversion.xts.shape[1] != model.channels:
         raise RegionEditError(
             f"the inversion has {inversion.xts.shape[1]} channels but model {model.name} diffuses {model.channels}: "

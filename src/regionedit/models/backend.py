@@ -211,7 +211,7 @@ class DiffusionModel:
                 return_tensors="pt",
             )
             hidden = self.text_encoder(tokens.input_ids.to(self.device))[0].float()
-            for prompt, h in zip(missing, hidden):
+            for prompt, h in zip(missing, hidden, strict=True):
                 self._prompt_cache[prompt] = h
         return torch.stack([self._prompt_cache[p] for p in prompts])
 
@@ -262,8 +262,9 @@ class DiffusionModel:
         image_guidance_scale: float = 1.5,
     ) -> Denoiser:
         """A function (x_t, t) → ε̂ with classifier-free guidance done in one batched UNet call."""
-        if guidance_scale < 0 or image_guidance_scale < 0:
-            raise RegionEditError("guidance scales must be ≥ 0")
+        for name, value in (("guidance_scale", guidance_scale), ("image_guidance_scale", image_guidance_scale)):
+            if value < 0:
+                raise RegionEditError(f"{name} must be ≥ 0, got {value}")
         if self.is_instruct:
             if prompt is None or source_image is None:
                 raise RegionEditError(f"model {self.name} is an instruct model: it needs an instruction and a source image")

@@ -101,13 +101,11 @@ def _tiny_conditional_unet(in_channels: int) -> UNet2DConditionModel:
     )
 
 
-def tiny_sd(seed: int = 0) -> dict:
-    """Stable-Diffusion-shaped: latent UNet with cross-attention, 4-level VAE, CLIP text encoder."""
-
+def _tiny_latent_text_model(unet_in_channels: int, seed: int) -> dict:
     def build() -> dict:
         tokenizer = build_clip_tokenizer()
         return {
-            "unet": _tiny_conditional_unet(in_channels=4),
+            "unet": _tiny_conditional_unet(unet_in_channels),
             "vae": _tiny_vae(),
             "text_encoder": _tiny_text_encoder(tokenizer),
             "tokenizer": tokenizer,
@@ -115,22 +113,16 @@ def tiny_sd(seed: int = 0) -> dict:
         }
 
     return _seeded(build, seed)
+
+
+def tiny_sd(seed: int = 0) -> dict:
+    """Stable-Diffusion-shaped: latent UNet with cross-attention, 4-level VAE, CLIP text encoder."""
+    return _tiny_latent_text_model(unet_in_channels=4, seed=seed)
 
 
 def tiny_ip2p(seed: int = 0) -> dict:
     """InstructPix2Pix-shaped: the tiny SD with an 8-channel UNet input (x_t ‖ source latents)."""
-
-    def build() -> dict:
-        tokenizer = build_clip_tokenizer()
-        return {
-            "unet": _tiny_conditional_unet(in_channels=8),
-            "vae": _tiny_vae(),
-            "text_encoder": _tiny_text_encoder(tokenizer),
-            "tokenizer": tokenizer,
-            "scheduler": sd_scheduler(),
-        }
-
-    return _seeded(build, seed)
+    return _tiny_latent_text_model(unet_in_channels=8, seed=seed)
 
 
 def sd15_sized_random(seed: int = 0) -> dict:
