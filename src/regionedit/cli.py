@@ -229,6 +229,61 @@ def cmd_bench_inversion(args) -> int:
     return 0
 
 
+def cmd_toyworld_export(args) -> int:
+    from regionedit.toyworld.export import export
+
+    if args.n < 1:
+        raise RegionEditError(f"--n must be ≥ 1, got {args.n}")
+    path = export(args.world, args.n, args.out, split=args.split, size=args.size, log=None if args.quiet else print)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_toyworld_train(args) -> int:
+    from regionedit.toyworld.train import train
+
+    train(args.name, out=args.out, steps=args.steps, device=None if args.device == "auto" else str(_device(args)),
+          smoke=args.smoke, log=None if args.quiet else print)
+    return 0
+
+
+def cmd_bench_toyworld(args) -> int:
+    from regionedit.bench import write_json
+    from regionedit.bench.toyworld import bench_rendering
+
+    device = str(_device(args))
+    print(write_json(bench_rendering(args.n, args.size, device, threads=args.threads), args.json))
+    return 0
+
+
+def cmd_bench_quality(args) -> int:
+    from regionedit.bench import write_json
+    from regionedit.bench.quality import make_method, markdown_table, run_quality
+    from regionedit.images import atomic_write
+
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise RegionEditError(f"--option must be key=value, got {item!r}")
+        options[key] = _parse_value(value)
+    method = make_method(args.method, args.world, options)
+    result = run_quality(args.world, method, count=args.n, size=args.size, progress=not args.quiet)
+    print(write_json(result, args.json))
+    if args.md:
+        atomic_write(args.md, lambda tmp: tmp.write_text(markdown_table(result)))
+    return 0
+
+
+def _parse_value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
 # --------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="regionedit", description="Local, region-aware image editing with diffusion models.")
@@ -282,6 +337,41 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--batch-size", type=int, default=16)
     inv.add_argument("--json", help="write the result to this file")
     inv.set_defaults(func=cmd_bench_inversion)
+
+    speed = benches.add_parser("toyworld", parents=[common], help="toy-world rendering speed (images per second)")
+    speed.add_argument("--n", type=int, default=2000, help="images per world")
+    speed.add_argument("--size", type=int, default=64)
+    speed.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    speed.add_argument("--device", default="cpu")
+    speed.add_argument("--json", help="write the result to this file")
+    speed.set_defaults(func=cmd_bench_toyworld)
+
+    quality = benches.add_parser("quality", parents=[common], help="run a method over a toy world's benchmark split")
+    quality.add_argument("--world", required=True, choices=("faces", "scenes"))
+    quality.add_argument("--method", required=True, help="identity, oracle, or a registered method")
+    quality.add_argument("--option", action="append", default=[], help="KEY=VALUE passed to the method (repeatable)")
+    quality.add_argument("--n", type=int, default=200, help="benchmark edits (default 200)")
+    quality.add_argument("--size", type=int, default=64)
+    quality.add_argument("--json", help="write the result to this file")
+    quality.add_argument("--md", help="also write a markdown table")
+    quality.set_defaults(func=cmd_bench_quality)
+
+    toy = commands.add_parser("toyworld", help="the procedural toy worlds: export splits, train their networks")
+    toys = toy.add_subparsers(dest="toyworld", required=True, parser_class=_Parser)
+    export = toys.add_parser("export", parents=[common], help="write a split as PNGs, masks and a JSONL manifest")
+    export.add_argument("world", choices=("faces", "scenes"))
+    export.add_argument("--n", type=int, required=True, help="number of items")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--split", default="benchmark", choices=("train", "validation", "benchmark"))
+    export.add_argument("--size", type=int, default=64)
+    export.set_defaults(func=cmd_toyworld_export)
+    train = toys.add_parser("train", parents=[common], help="reproduce an embedded network (probe-faces, probe-scenes)")
+    train.add_argument("name")
+    train.add_argument("--steps", type=int, help="training steps (default: the documented setting)")
+    train.add_argument("--out", help="output folder (default: the package's weights folder)")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--smoke", action="store_true", help="a few steps only, to check the pipeline")
+    train.set_defaults(func=cmd_toyworld_train)
     return parser
 
 
