@@ -136,6 +136,14 @@ def _add_inversion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-side", type=int, help="downscale larger images to this side (default: the model's native size)")
 
 
+def _add_edit_start_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--inversion", choices=("ddim", "ddpm"), default="ddim",
+                        help="reach x_t by DDIM inversion (default) or the edit-friendly DDPM inversion")
+    parser.add_argument("--prompt", help="text describing the image (text models)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-side", type=int, help="downscale larger images to this side (default: the model's native size)")
+
+
 # ------------------------------------------------------------------------------------- commands
 def cmd_invert(args) -> int:
     from regionedit.images import check_output_path
@@ -182,6 +190,91 @@ def cmd_edit_ddpm(args) -> int:
     )
     recipe = {**output.recipe, "input": Path(args.image or args.inversion).name, "shift": args.shift, "tint": args.tint}
     save_png(output.image, args.output, recipe)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _read_masks(specs: list[str], size: tuple[int, int]) -> list:
+    from regionedit.masks import load_mask
+
+    masks = []
+    for spec in specs:
+        loaded = load_mask(spec, size)
+        for note in loaded.notes:
+            _note(note)
+        masks.append(loaded.mask)
+    return masks
+
+
+def _edit_start(args, model, image, num_inference_steps: int, timestep: int):
+    from regionedit.methods.hspace_edit import start_from_image
+
+    _check_prompt(model, args.prompt, "--prompt")
+    start = start_from_image(model, image, timestep=timestep, num_inference_steps=num_inference_steps,
+                             inversion=args.inversion, prompt=args.prompt, seed=args.seed,
+                             max_side=args.max_side or model.native_resolution)
+    _fit_notes(start.fit, model)
+    return start
+
+
+def cmd_discover(args) -> int:
+    from regionedit.images import check_output_path
+    from regionedit.methods import jica, rbe
+
+    check_output_path(args.output, [args.image] + args.mask)
+    if args.method == "rbe" and len(args.mask) != 1:
+        raise RegionEditError(f"RBE takes one --mask, got {len(args.mask)} (JICA takes several)")
+    image = _read_image(args.image)
+    masks = _read_masks(args.mask, image.size)
+    model = _load_model(args)
+    start = _edit_start(args, model, image, args.steps, args.timestep)
+    common = dict(space=args.space, max_iterations=args.max_iterations, tolerance=args.tolerance, jvp=args.jvp, seed=args.seed)
+    if args.method == "rbe":
+        directions = rbe.discover(model, start, masks[0], k=args.k, complement_rank=args.r, region_name=args.mask[0], **common)
+    else:
+        directions = jica.discover(model, start, masks, region_names=args.mask, svd_rank=args.svd_rank,
+                                   joint_rank=args.joint_rank, individual_rank=args.individual_rank, **common)
+    directions.save(args.output)
+    report = directions.report
+    print(f"wrote {args.output}: {len(directions)} directions ({', '.join(directions.labels)}) in {report['seconds']} s")
+    if "leak_after" in report:
+        print(f"leakage ‖J_C u‖/‖J_M u‖ before {report['leak_before']} after {report['leak_after']}")
+    return 0
+
+
+def cmd_edit_directions(args) -> int:
+    from PIL import Image
+
+    from regionedit import __version__
+    from regionedit.images import check_output_path, save_png, tensor_to_pil
+    from regionedit.methods.directions import Directions
+    from regionedit.methods.hspace_edit import h_shape, sample_with_direction, to_pixels
+
+    check_output_path(args.output, [args.image, args.directions])
+    directions = Directions.load(args.directions)
+    if directions.method != args.method:
+        raise RegionEditError(f"{args.directions} holds {directions.method.upper()} directions; use `regionedit edit {directions.method}`")
+    vector = directions.vector(args.index)
+    image = _read_image(args.image)
+    model = _load_model(args)
+    start = _edit_start(args, model, image, directions.num_inference_steps, directions.timestep)
+    directions.check_compatible(model.name, h_shape(model, start) if directions.space == "h" else tuple(start.x_t.shape[1:]))
+    strengths = _pair(args.strengths, "--strengths", 0) if args.strip else (args.strength,)
+    frames = []
+    for strength in strengths:
+        sample = sample_with_direction(model, start, vector, strength, directions.space, eta=args.eta,
+                                       asymmetric=args.asymmetric, seed=args.seed)
+        frames.append(tensor_to_pil(to_pixels(model, start, sample)[0] * 2 - 1))
+    result = frames[0]
+    if len(frames) > 1:
+        result = Image.new("RGB", (sum(f.width for f in frames), frames[0].height))
+        for i, frame in enumerate(frames):
+            result.paste(frame, (i * frame.width, 0))
+    recipe = {"method": directions.method, "version": __version__, "model": model.name, "input": Path(args.image).name,
+              "directions": Path(args.directions).name, "index": args.index, "label": directions.labels[args.index],
+              "strengths": list(strengths), "timestep": directions.timestep, "eta": args.eta,
+              "asymmetric": args.asymmetric, "inversion": args.inversion, "seed": args.seed}
+    save_png(result, args.output, recipe)
     print(f"wrote {args.output}")
     return 0
 
@@ -256,6 +349,27 @@ def cmd_bench_toyworld(args) -> int:
     return 0
 
 
+def cmd_bench_discover(args) -> int:
+    from regionedit.bench import write_json
+    from regionedit.bench.discover import CELEBAHQ_RANDOM, bench_discover
+
+    model = args.model or ("tiny/pixel-ddpm" if args.tiny else CELEBAHQ_RANDOM)
+    result = bench_discover(model, _device(args), k=args.k, complement_rank=args.r, max_iterations=args.max_iterations,
+                            jvp=args.jvp)
+    print(write_json(result, args.json))
+    return 0
+
+
+def cmd_bench_directions(args) -> int:
+    from regionedit.bench import write_json
+    from regionedit.bench.discover import bench_directions
+
+    result = bench_directions(args.model, _device(args), method=args.method, count=args.n, strength=args.strength,
+                              max_iterations=args.max_iterations)
+    print(write_json(result, args.json))
+    return 0
+
+
 def cmd_bench_quality(args) -> int:
     from regionedit.bench import write_json
     from regionedit.bench.quality import make_method, markdown_table, run_quality
@@ -319,6 +433,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inversion_options(ddpm)
     ddpm.set_defaults(func=cmd_edit_ddpm)
 
+    for method in ("rbe", "jica"):
+        edit_dirs = methods.add_parser(method, parents=[common], help=f"apply {method.upper()} directions (from `regionedit discover {method}`)")
+        edit_dirs.add_argument("image")
+        edit_dirs.add_argument("--directions", required=True, help="directions file (.safetensors)")
+        edit_dirs.add_argument("--index", type=int, default=0, help="which direction (default 0, the strongest)")
+        edit_dirs.add_argument("--strength", type=float, default=30.0, help="γ in h ← h + γu (RBE code: ±30)")
+        edit_dirs.add_argument("--strip", action="store_true", help="write a slider strip over --strengths")
+        edit_dirs.add_argument("--strengths", default="-30,-15,0,15,30", help="γ values of the strip (write --strengths=-30,0,30 for negative values)")
+        edit_dirs.add_argument("--eta", type=float, default=0.0, help="η of the sampler (0: deterministic DDIM)")
+        edit_dirs.add_argument("--asymmetric", action="store_true", help="Asyrp's asymmetric step")
+        edit_dirs.add_argument("-o", "--output", required=True, help="PNG to write")
+        _add_edit_start_options(edit_dirs)
+        _add_model_options(edit_dirs)
+        edit_dirs.set_defaults(func=cmd_edit_directions, method=method)
+
+    discover = commands.add_parser("discover", help="find local edit directions (RBE, JICA) from region Jacobians")
+    discovers = discover.add_subparsers(dest="method", required=True, parser_class=_Parser)
+    for method, about in (("rbe", "a region's top directions, confined away from the rest"),
+                          ("jica", "joint and individual directions of several regions")):
+        sub = discovers.add_parser(method, parents=[common], help=about)
+        sub.add_argument("image")
+        sub.add_argument("--mask", action="append", required=True,
+                         help="mask image, box x0,y0,x1,y1 (pixels) or face:<part> for toy faces" +
+                         ("" if method == "rbe" else "; repeat for each region"))
+        sub.add_argument("-o", "--output", required=True, help="directions file to write (.safetensors)")
+        sub.add_argument("--timestep", type=int, default=500, help="timestep of the Jacobian (RBE code: 500)")
+        sub.add_argument("--steps", type=int, default=40, help="DDIM steps of the schedule (RBE code: 40)")
+        sub.add_argument("--space", choices=("h", "x"), default="h", help="h-space (default) or x_t-space")
+        sub.add_argument("--jvp", choices=("finite-difference", "autodiff"), default="finite-difference",
+                         help="J·v by central differences (default, fast) or forward-mode AD (exact, ~7× slower)")
+        sub.add_argument("--max-iterations", type=int, default=50)
+        sub.add_argument("--tolerance", type=float, default=1e-5)
+        if method == "rbe":
+            sub.add_argument("--k", type=int, default=3, help="directions to find (default 3)")
+            sub.add_argument("--r", type=int, default=8, help="rank of the complement removed (default 8)")
+        else:
+            sub.add_argument("--svd-rank", type=int, default=10, help="truncated SVD rank per region (default 10)")
+            sub.add_argument("--joint-rank", type=int, default=2, help="joint subspace rank r_C (default 2)")
+            sub.add_argument("--individual-rank", type=int, default=3, help="individual rank r_A (default 3)")
+        _add_edit_start_options(sub)
+        _add_model_options(sub)
+        sub.set_defaults(func=cmd_discover)
+
     models = commands.add_parser("models", parents=[common], help="list embedded and tiny models; how to use hub ids and folders")
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
@@ -337,6 +494,26 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--batch-size", type=int, default=16)
     inv.add_argument("--json", help="write the result to this file")
     inv.set_defaults(func=cmd_bench_inversion)
+
+    disc = benches.add_parser("discover", parents=[common], help="seconds to find RBE directions at one timestep")
+    disc.add_argument("--tiny", action="store_true", help="the tiny pixel DDPM (default: random DDPM-CelebAHQ-256-sized)")
+    _add_model_options(disc, required=False)
+    disc.add_argument("--k", type=int, default=3)
+    disc.add_argument("--r", type=int, default=8)
+    disc.add_argument("--max-iterations", type=int, default=50)
+    disc.add_argument("--jvp", choices=("finite-difference", "autodiff"), default="finite-difference")
+    disc.add_argument("--json", help="write the result to this file")
+    disc.set_defaults(func=cmd_bench_discover)
+
+    dirs = benches.add_parser("directions", parents=[common],
+                              help="toy faces: locality, factors moved and transfer of RBE/JICA directions")
+    _add_model_options(dirs)
+    dirs.add_argument("--method", choices=("rbe", "jica"), default="rbe")
+    dirs.add_argument("--n", type=int, default=50, help="faces (default 50)")
+    dirs.add_argument("--strength", type=float, default=30.0)
+    dirs.add_argument("--max-iterations", type=int, default=50)
+    dirs.add_argument("--json", help="write the result to this file")
+    dirs.set_defaults(func=cmd_bench_directions)
 
     speed = benches.add_parser("toyworld", parents=[common], help="toy-world rendering speed (images per second)")
     speed.add_argument("--n", type=int, default=2000, help="images per world")

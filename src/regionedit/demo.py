@@ -17,7 +17,7 @@ from skimage import data as skimage_data
 from regionedit import __version__
 from regionedit.core.inversion import invert
 from regionedit.gallery import GalleryRow, write_gallery
-from regionedit.images import pil_to_tensor, save_png
+from regionedit.images import pil_to_tensor, save_png, tensor_to_pil
 from regionedit.methods import ddpm_edit
 from regionedit.models import load_model
 
@@ -38,7 +38,8 @@ def run_demo(out: str | Path = "demo-output", progress: bool = True, log=print) 
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     photo = Image.fromarray(skimage_data.astronaut()).resize((64, 64), Image.Resampling.LANCZOS)
-    rows = [_pixel_ddpm_row(folder, photo, progress, log), _text_row(folder, photo, progress, log)]
+    rows = [_pixel_ddpm_row(folder, photo, progress, log), _text_row(folder, photo, progress, log),
+            _rbe_row(folder, log)]
     intro = (
         f"PLUMBING DEMO (regionedit {__version__}): the embedded toy-world models are not shipped yet, so "
         "these runs use tiny randomly initialised models of the real architectures and a scikit-image "
@@ -90,3 +91,23 @@ def _text_row(folder: Path, photo: Image.Image, progress: bool, log) -> GalleryR
         edited.recipe,
         note="The tiny VAE is random too, so its round trip is already noise; the reconstruction matches it.",
     )
+
+
+def _rbe_row(folder: Path, log) -> GalleryRow:
+    from regionedit.masks import face_part_mask
+    from regionedit.methods import rbe
+    from regionedit.methods.hspace_edit import sample_with_direction, start_from_image, to_pixels
+    from regionedit.toyworld.faces import generate_faces
+
+    log("RBE directions for the eyes of a toy face on tiny/pixel-ddpm")
+    model = load_model("tiny/pixel-ddpm", device="cpu")
+    face = generate_faces([11], size=32).images
+    start = start_from_image(model, face)
+    directions = rbe.discover(model, start, face_part_mask("eyes", (32, 32)), region_name="face:eyes")
+    strengths = (-30.0, 0.0, 30.0)
+    images = [(_save(folder, "rbe_input.png", tensor_to_pil(face[0] * 2 - 1)), "input: a toy face (32×32)")]
+    for strength in strengths:
+        edited = to_pixels(model, start, sample_with_direction(model, start, directions.vector(0), strength))
+        images.append((_save(folder, f"rbe_{strength:+.0f}.png", tensor_to_pil(edited[0] * 2 - 1)), f"direction 0, γ = {strength:+.0f}"))
+    report = {k: directions.report[k] for k in ("leak_before", "leak_after", "iterations", "seconds")}
+    return GalleryRow("RBE: eye directions (random model, so the edits are not semantic)", images, report)

@@ -155,3 +155,30 @@ def check_output_path(output: str | os.PathLike, inputs: Sequence[str | os.PathL
     if output.exists() and output.is_dir():
         raise RegionEditError(f"output {output} is a folder; give a file name")
     return output
+
+
+def write_tensors(path: str | os.PathLike, tensors: dict, file_format: str, metadata: dict[str, str]) -> Path:
+    """Write a safetensors file atomically, tagged with ``file_format``."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {"format": file_format, **metadata}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def read_tensors(path: str | os.PathLike, file_format: str, what: str) -> tuple[dict, dict[str, str]]:
+    """(tensors, metadata) of a safetensors file written by :func:`write_tensors` with ``file_format``."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise RegionEditError(f"{what} file not found: {path}")
+    try:
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 - safe_open is not a dict
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RegionEditError(f"cannot read {what} {path}: not a safetensors file ({exc.__class__.__name__})") from None
+    if metadata.get("format") != file_format:
+        raise RegionEditError(f"{path} is not a regionedit {what} file")
+    return tensors, metadata

@@ -22,14 +22,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from regionedit.core.sampling import Denoiser, sample, stored_noise
 from regionedit.core.schedule import Schedule
 from regionedit.errors import RegionEditError
-from regionedit.images import atomic_write
+from regionedit.images import read_tensors, write_tensors
 from regionedit.models.backend import DiffusionModel, ImageFit
 
 FORMAT = "regionedit.ddpm_inversion"
@@ -70,28 +68,16 @@ class DDPMInversion:
             "timesteps": self.schedule.timesteps, "alpha_bar": self.schedule.alpha_bar,
             "alpha_bar_prev": self.schedule.alpha_bar_prev,
         }
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         meta = {
-            "format": FORMAT, "format_version": str(FORMAT_VERSION),
-            "prompt": json.dumps(self.prompt), "guidance_scale": repr(self.guidance_scale),
-            "eta": repr(self.eta), "seed": json.dumps(self.seed), "model": self.model,
-            "fit": json.dumps(self.fit.to_dict() if self.fit else None),
+            "format_version": str(FORMAT_VERSION), "prompt": json.dumps(self.prompt),
+            "guidance_scale": repr(self.guidance_scale), "eta": repr(self.eta), "seed": json.dumps(self.seed),
+            "model": self.model, "fit": json.dumps(self.fit.to_dict() if self.fit else None),
         }
-        return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+        return write_tensors(path, tensors, FORMAT, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> DDPMInversion:
-        path = Path(path)
-        if not path.is_file():
-            raise RegionEditError(f"inversion file not found: {path}")
-        try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), "pt") as handle:
-                meta = handle.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise RegionEditError(f"cannot read inversion {path}: not a safetensors file ({exc.__class__.__name__})") from None
-        if meta.get("format") != FORMAT:
-            raise RegionEditError(f"{path} is not a regionedit DDPM inversion file")
+        tensors, meta = read_tensors(path, FORMAT, "inversion")
         fit = json.loads(meta["fit"])
         return cls(
             x0=tensors["x0"], xts=tensors["xts"], zs=tensors["zs"], noise_scale=tensors["noise_scale"],

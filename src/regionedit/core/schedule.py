@@ -53,9 +53,26 @@ class Schedule:
         a = self.at(self.alpha_bar, i, noise)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
-    def mean(self, i: int | torch.Tensor, x_t: torch.Tensor, eps: torch.Tensor, eta: float = 1.0) -> torch.Tensor:
-        """μ_i = √ᾱ_prev x̂0 + √(1-ᾱ_prev-σ²) ε̂, the DDIM mean of x_{t-1} given x_t."""
+    def mean(
+        self, i: int | torch.Tensor, x_t: torch.Tensor, eps: torch.Tensor, eta: float = 1.0,
+        eps_direction: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """μ_i = √ᾱ_prev x̂0 + √(1-ᾱ_prev-σ²) ε̂, the DDIM mean of x_{t-1} given x_t.
+
+        ``eps_direction`` replaces ε̂ in the direction term only (Asyrp's asymmetric step).
+        """
         a_prev = self.at(self.alpha_bar_prev, i, x_t)
         sigma = self.at(self.sigma(eta), i, x_t)
         direction = (1 - a_prev - sigma**2).clamp(min=0).sqrt()
-        return a_prev.sqrt() * self.predict_x0(i, x_t, eps) + direction * eps
+        eps_direction = eps if eps_direction is None else eps_direction
+        return a_prev.sqrt() * self.predict_x0(i, x_t, eps) + direction * eps_direction
+
+    def index_of(self, timestep: int) -> int:
+        """The step whose timestep is closest to ``timestep``."""
+        return int((self.timesteps - int(timestep)).abs().argmin())
+
+    def invert_step(self, i: int, x_prev: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Deterministic DDIM inversion: x at t_i from x one level lower (ε̂ evaluated there)."""
+        a, a_prev = self.at(self.alpha_bar, i, x_prev), self.at(self.alpha_bar_prev, i, x_prev)
+        x0 = (x_prev - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
+        return a.sqrt() * x0 + (1 - a).sqrt() * eps

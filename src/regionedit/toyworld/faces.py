@@ -80,6 +80,17 @@ FACTORS: dict[str, Factor] = {
     ]
 }
 
+# Where each small part can appear, for any factor values (x0, y0, x1, y1 as fractions of the width).
+# The renderer draws the parts only inside these boxes, and `--mask face:<part>` uses them.
+PART_BOXES = {
+    "left_eye": (0.325, 0.47, 0.485, 0.59),
+    "right_eye": (0.515, 0.47, 0.675, 0.59),
+    "mouth": (0.40, 0.64, 0.60, 0.79),
+    "glasses": (0.21, 0.44, 0.79, 0.62),
+    "hat": (0.20, 0.06, 0.80, 0.30),
+}
+PART_BOXES["eyes"] = (PART_BOXES["left_eye"][0], 0.47, PART_BOXES["right_eye"][2], 0.59)
+
 # A factor is only visible under a condition (the iris needs open eyes, a hat colour needs a hat).
 VISIBLE_WHEN = {
     "iris_colour": ("eye_openness", 0.35),
@@ -154,12 +165,12 @@ def render_faces(
         return torch.minimum(torch.minimum(frames, bridge), arms)
 
     canvas.fill("glasses", _colour("glasses_colour", factors["glasses_colour"], device), glasses,
-                window=(0.21, 0.44, 0.79, 0.62), where=factors["glasses"])
+                window=PART_BOXES["glasses"], where=factors["glasses"])
 
     hat = _colour("hat_colour", factors["hat_colour"], device)
     canvas.fill("hat", hat, lambda x, y: torch.minimum(raster.box(x, y, 0.5, 0.165, 0.19, 0.095, 0.03),
                                                        raster.box(x, y, 0.5, 0.265, 0.29, 0.022, 0.012)),
-                window=(0.2, 0.06, 0.8, 0.3), where=factors["hat"])
+                window=PART_BOXES["hat"], where=factors["hat"])
     canvas.fill("hat", hat * 0.55, lambda x, y: raster.box(x, y, 0.5, 0.225, 0.19, 0.016),
                 window=(0.3, 0.2, 0.7, 0.25), where=factors["hat"])
     return canvas.result()
@@ -172,7 +183,7 @@ def _draw_eyes(canvas: raster.Canvas, f: dict, factors: dict, device) -> None:
     iris = _colour("iris_colour", factors["iris_colour"], device)
     dark = torch.tensor([0.05, 0.05, 0.05], device=device)
     for part, cx in (("left_eye", 0.405), ("right_eye", 0.595)):
-        window = (cx - 0.08, 0.47, cx + 0.08, 0.59)
+        window = PART_BOXES[part]
 
         def sclera(x, y, cx=cx):
             return raster.ellipse(x, y, cx, 0.53, rx, ry)
@@ -185,7 +196,7 @@ def _draw_eyes(canvas: raster.Canvas, f: dict, factors: dict, device) -> None:
 
 def _draw_mouth(canvas: raster.Canvas, f: dict, device) -> None:
     half_w, y0 = 0.085, 0.715
-    window = (0.4, 0.64, 0.6, 0.79)
+    window = PART_BOXES["mouth"]
 
     def parts(x, y):
         u = ((x - 0.5) / half_w).clamp(-1, 1)

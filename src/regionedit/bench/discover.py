@@ -1,0 +1,151 @@
+"""Benchmarks of the direction-discovery methods (RBE, JICA).
+
+- ``bench_discover``: seconds to find k RBE directions at one timestep (speed).
+- ``bench_directions``: on toy faces, where the edits land (share of the pixel-change energy inside
+  the dilated region mask), which ground-truth factors they move (probe), and how well directions
+  found on one face transfer to others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+from regionedit.bench import machine, timed
+from regionedit.masks import dilate, face_part_mask
+from regionedit.methods import jica, rbe
+from regionedit.methods.hspace_edit import (
+    EditStart,
+    sample_with_direction,
+    start_from_image,
+    to_pixels,
+)
+from regionedit.models import DiffusionModel, load_model
+from regionedit.toyworld import faces as faces_world
+from regionedit.toyworld import probes
+from regionedit.toyworld.splits import split_seeds
+
+CELEBAHQ_RANDOM = "random/ddpm-celebahq-256"
+
+
+def celebahq_sized_random(seed: int = 0) -> dict:
+    """Random weights in the architecture of google/ddpm-ema-celebahq-256 (about 114 M parameters)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DModel(
+            sample_size=256, block_out_channels=(128, 128, 256, 256, 512, 512), layers_per_block=2,
+            down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4,
+        )
+    return {"unet": unet, "scheduler": DDPMScheduler(num_train_timesteps=1000)}
+
+
+def _model(name: str, device: torch.device) -> DiffusionModel:
+    if name == CELEBAHQ_RANDOM:
+        return DiffusionModel(**celebahq_sized_random(), name=name, device=device, dtype=torch.float32)
+    return load_model(name, device=device, dtype=torch.float32)
+
+
+def bench_discover(model_name: str, device: torch.device, k: int = 3, complement_rank: int = 8,
+                   max_iterations: int = 50, tolerance: float = 1e-5, jvp: str = "finite-difference") -> dict:
+    model = _model(model_name, device)
+    size = model.native_resolution
+    face = faces_world.generate_faces(split_seeds("validation", 1), size=size, device=device)
+    start = start_from_image(model, face.images)
+    mask = face_part_mask("eyes", (size, size))
+    rbe.discover(model, start, mask, k=1, complement_rank=1, max_iterations=2)  # warm-up
+    seconds, directions = timed(lambda: rbe.discover(model, start, mask, k=k, complement_rank=complement_rank,
+                                                      max_iterations=max_iterations, tolerance=tolerance, jvp=jvp), device)
+    return {
+        "benchmark": "discover", "model": model_name, "device": str(device), "size": size, "k": k,
+        "complement_rank": complement_rank, "jvp": jvp, "discover_s": round(seconds, 3),
+        "iters": directions.report["iterations"], "converged": directions.report["converged"],
+        "leak_before": directions.report["leak_before"], "leak_after": directions.report["leak_after"],
+        "tolerance": tolerance, "unet_parameters": sum(p.numel() for p in model.unet.parameters()),
+        "machine": machine(),
+    }
+
+
+# ------------------------------------------------------------------------------ toy faces
+def _energy_inside(change: torch.Tensor, region: torch.Tensor) -> float:
+    energy = change.pow(2).sum(dim=1, keepdim=True)
+    return float((energy * region).sum() / energy.sum().clamp_min(1e-20))
+
+
+def _factor_moves(net, reference: torch.Tensor, edited: torch.Tensor) -> dict[str, float]:
+    """How much each face factor changed, as the probe reads it (classes: 1 if it flipped)."""
+    before, after = probes.predict(net, reference), probes.predict(net, edited)
+    moves = {}
+    for head in net.heads:
+        if head.kind == "continuous":
+            moves[head.name] = float((after[head.name] - before[head.name]).abs().mean())
+        else:
+            moves[head.name] = float((after[head.name] != before[head.name]).float().mean())
+    return moves
+
+
+def _edit(model: DiffusionModel, start: EditStart, direction: torch.Tensor, strength: float) -> torch.Tensor:
+    return to_pixels(model, start, sample_with_direction(model, start, direction, strength)).cpu()
+
+
+def bench_directions(
+    model_name: str, device: torch.device, method: str = "rbe", count: int = 50, strength: float = 30.0,
+    dilation: int = 3, max_iterations: int = 50, probe=None, size: int | None = None,
+) -> dict:
+    """Locality, factors moved and transfer of the top directions found on toy faces."""
+    model = _model(model_name, device)
+    size = size or model.native_resolution
+    net = probe or probes.load_probe("faces")
+    faces = faces_world.generate_faces(split_seeds("benchmark", count + 1), size=size)
+    regions = {"eyes": face_part_mask("eyes", (size, size)), "mouth": face_part_mask("mouth", (size, size))}
+    target = regions["eyes"]
+    allowed = dilate(target, dilation) if method == "rbe" else dilate(torch.clamp(regions["eyes"] + regions["mouth"], 0, 1), dilation)
+
+    def find(start: EditStart):
+        if method == "rbe":
+            return rbe.discover(model, start, target, max_iterations=max_iterations)
+        return jica.discover(model, start, [regions["eyes"], regions["mouth"]], region_names=["eyes", "mouth"],
+                             max_iterations=max_iterations)
+
+    def top3(directions):  # RBE: the three strongest; JICA: the first individual direction of each region + joint 0
+        if method == "rbe":
+            return list(range(min(3, len(directions))))
+        return [directions.labels.index(label) for label in ("individual eyes 0", "individual mouth 0", "joint 0")]
+
+    began = time.perf_counter()
+    locality, moved = [], Counter()
+    starts = [start_from_image(model, faces.images[i : i + 1]) for i in range(count + 1)]
+    source_directions = find(starts[0])
+    for i in range(1, count + 1):
+        start = starts[i]
+        directions = find(start)
+        reference = _edit(model, start, None, 0.0)
+        for rank, index in enumerate(top3(directions)):
+            edited = _edit(model, start, directions.vectors[index], strength)
+            if rank == 0:
+                locality.append(_energy_inside(edited - reference, allowed))
+            moves = _factor_moves(net, reference, edited)
+            moved[(directions.labels[index].rsplit(" ", 1)[0] if method == "jica" else f"direction {rank}",
+                   max(moves, key=moves.get))] += 1
+    transfer = []
+    first = top3(source_directions)[0]
+    for start in starts[1:]:
+        reference = _edit(model, start, None, 0.0)
+        edited = _edit(model, start, source_directions.vectors[first], strength)
+        transfer.append(_energy_inside(edited - reference, allowed))
+    local = torch.tensor(locality)
+    transferred = torch.tensor(transfer)
+    return {
+        "benchmark": "directions", "method": method, "model": model_name, "device": str(device), "count": count,
+        "size": size, "strength": strength, "dilation": dilation,
+        "region": "eyes" if method == "rbe" else "eyes+mouth (individual eyes direction)",
+        "mean_energy_inside": round(float(local.mean()), 4),
+        "share_faces_at_least_90pct_inside": round(float((local >= 0.9).float().mean()), 4),
+        "factors_moved": {f"{k[0]} → {k[1]}": v for k, v in sorted(moved.items())},
+        "transfer_mean_energy_inside": round(float(transferred.mean()), 4),
+        "transfer_success": round(float((transferred >= 0.9).float().mean()), 4),
+        "seconds": round(time.perf_counter() - began, 1), "machine": machine(),
+    }
