@@ -149,7 +149,9 @@ def test_models_lists_tiny_and_explains_hub_ids(capsys):
     code, out, _ = run(capsys, "models")
     assert code == 0 and "tiny/sd" in out and "hub id" in out
     code, out, _ = run(capsys, "models", "--json")
-    assert set(json.loads(out)["tiny"]) == {"tiny/pixel-ddpm", "tiny/sd", "tiny/ip2p"}
+    from regionedit.models.tiny import TINY_BUILDERS
+
+    assert set(json.loads(out)["tiny"]) == set(TINY_BUILDERS) >= {"tiny/pixel-ddpm", "tiny/sd", "tiny/ip2p", "tiny/clipseg"}
 
 
 def test_console_script_runs_as_a_real_process(tmp_path):

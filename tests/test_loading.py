@@ -17,7 +17,10 @@ def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("name", sorted(TINY_BUILDERS))
+DIFFUSION_TINY = sorted(n for n in TINY_BUILDERS if n not in ("tiny/clip", "tiny/clipseg"))
+
+
+@pytest.mark.parametrize("name", DIFFUSION_TINY)
 def test_tiny_models_round_trip_through_the_loader(name, tmp_path):
     built = TINY_BUILDERS[name]()
     folder = save_tiny(built, tmp_path / "model")
@@ -98,3 +101,19 @@ def test_offline_tokenizer_known_words_and_unknown_path(tmp_path):
 
     again = AutoTokenizer.from_pretrained(tmp_path)
     assert again.model_max_length == 77 and again("blue ball").input_ids == tokenizer("blue ball").input_ids
+
+
+@pytest.mark.parametrize("name", ["tiny/clip", "tiny/clipseg"])
+def test_tiny_clip_and_segmenter_round_trip(name, tmp_path):
+    from transformers import CLIPModel, CLIPSegForImageSegmentation
+
+    from regionedit.models.loading import load_transformers
+
+    built = TINY_BUILDERS[name]()
+    folder = save_tiny(built, tmp_path / "m")
+    assert (folder / "config.json").exists() and list(folder.glob("*.safetensors"))
+    model_class = CLIPModel if name == "tiny/clip" else CLIPSegForImageSegmentation
+    model, tokenizer = load_transformers(str(folder), model_class, "cpu")
+    assert state_equal(model, built["model"]) and tokenizer("a ball").input_ids == built["tokenizer"]("a ball").input_ids
+    with pytest.raises(RegionEditError, match="not available offline"):
+        load_transformers("someone/missing-clip", model_class, "cpu")

@@ -279,6 +279,66 @@ def cmd_edit_directions(args) -> int:
     return 0
 
 
+COMPANIONS = {  # default segmenter and CLIP for a family of diffusion models
+    "tiny/": ("tiny/clipseg", "tiny/clip"),
+    "toy/": ("toy/scenes-clipseg", "toy/scenes-clip"),
+    "": ("CIDAS/clipseg-rd64-refined", "openai/clip-vit-base-patch16"),
+}
+
+
+def _companion(model_name: str, index: int) -> str:
+    for prefix, names in COMPANIONS.items():
+        if model_name.startswith(prefix):
+            return names[index]
+    raise AssertionError("unreachable")
+
+
+def cmd_edit_rdm(args) -> int:
+    from regionedit.images import check_output_path, save_png
+    from regionedit.masks import box_mask
+    from regionedit.methods import rdm
+    from regionedit.segment import load_clip, load_segmenter
+
+    given = [x for x in (args.locate, args.mask, args.box) if x]
+    if len(given) != 1:
+        raise RegionEditError("say where to edit with exactly one of --locate TEXT, --mask FILE or --box x0,y0,x1,y1")
+    _check_nonnegative(cfg=args.cfg, clip_scale=args.clip_scale, nerp_mse=args.nerp_mse, nerp_lpips=args.nerp_lpips)
+    check_output_path(args.output, [args.image, args.mask])
+    if args.mask_out:
+        check_output_path(args.mask_out, [args.image, args.mask, args.output])
+    image = _read_image(args.image)
+    mask = None
+    if args.mask:
+        mask = _read_masks([args.mask], image.size)[0]
+    elif args.box:
+        mask = box_mask(_pair(args.box, "--box", 4), image.size)
+    device = _device(args)
+    model = _load_model(args)
+    segmenter = None
+    if args.locate:
+        segmenter = load_segmenter(args.segmenter or _companion(args.model, 0), device, args.allow_pickle)
+    clip_name = args.clip or _companion(args.model, 1)
+    clip = None if clip_name == "none" or args.clip_scale == 0 else load_clip(clip_name, device, args.allow_pickle)
+    max_side = args.max_side or model.native_resolution
+    if max(image.size) > max_side and mask is not None:
+        _note("the mask is downscaled with the image")
+    output = rdm.edit(
+        model, image, args.target, locate=args.locate, mask=mask, segmenter=segmenter, clip=clip,
+        num_inference_steps=args.steps, guidance_scale=args.cfg, threshold=args.threshold, dilation=args.dilate,
+        clip_guidance_scale=args.clip_scale if clip is not None else 0.0, cutouts=args.cutouts, nerp_mse=args.nerp_mse,
+        nerp_lpips=args.nerp_lpips, paste_back=not args.no_paste_back, feather=args.feather, eta=args.eta,
+        seed=args.seed, max_side=max_side, progress=not args.quiet,
+    )
+    save_png(output.image, args.output, {**output.recipe, "input": Path(args.image).name})
+    if args.mask_out:
+        from regionedit.images import tensor_to_pil
+
+        save_png(tensor_to_pil(output.mask[0].expand(3, -1, -1) * 2 - 1).convert("L"), args.mask_out)
+    note = "" if not args.no_paste_back else f" (background PSNR {output.background_psnr:.1f} dB without paste-back)"
+    print(f"wrote {args.output}{note}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from regionedit.models.loading import embedded_models
     from regionedit.models.tiny import TINY_BUILDERS
@@ -370,6 +430,17 @@ def cmd_bench_directions(args) -> int:
     return 0
 
 
+def cmd_bench_rdm(args) -> int:
+    from regionedit.bench import write_json
+    from regionedit.bench.rdm import bench_rdm
+
+    model = args.model or ("tiny/sd" if args.tiny else "toy/scenes-t2i")
+    result = bench_rdm(model, args.segmenter or _companion(model, 0), args.clip or _companion(model, 1), _device(args),
+                       steps=args.steps)
+    print(write_json(result, args.json))
+    return 0
+
+
 def cmd_bench_quality(args) -> int:
     from regionedit.bench import write_json
     from regionedit.bench.quality import make_method, markdown_table, run_quality
@@ -432,6 +503,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(ddpm)
     _add_inversion_options(ddpm)
     ddpm.set_defaults(func=cmd_edit_ddpm)
+
+    rdm = methods.add_parser("rdm", parents=[common], help="RDM: replace what a text names (or a mask covers) by a target text")
+    rdm.add_argument("image")
+    rdm.add_argument("--target", required=True, help="what the region should become, e.g. 'a blue ball'")
+    rdm.add_argument("--locate", help="positioning text naming the region, e.g. 'the ball' (segmenter)")
+    rdm.add_argument("--mask", help="mask image instead of --locate (non-zero = edit)")
+    rdm.add_argument("--box", help="x0,y0,x1,y1 box in pixels instead of --locate")
+    rdm.add_argument("-o", "--output", required=True, help="PNG to write")
+    rdm.add_argument("--mask-out", help="also write the edit mask as a PNG")
+    rdm.add_argument("--segmenter", help="CLIPSeg model (default: matches --model; CIDAS/clipseg-rd64-refined for hub models)")
+    rdm.add_argument("--clip", help="CLIP model for guidance, or 'none' (default: matches --model)")
+    rdm.add_argument("--steps", type=int, default=50)
+    rdm.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance (RDM code: 5)")
+    rdm.add_argument("--threshold", type=float, default=150, help="mask threshold K on 0..255 (paper: 150)")
+    rdm.add_argument("--dilate", type=int, default=0, help="grow the mask by this many pixels")
+    rdm.add_argument("--clip-scale", type=float, default=150.0, help="CLIP guidance scale (code: 150; 0 = off)")
+    rdm.add_argument("--cutouts", type=int, default=16)
+    rdm.add_argument("--nerp-mse", type=float, default=10000.0, help="NERP MSE weight outside the mask (code: 10000)")
+    rdm.add_argument("--nerp-lpips", type=float, default=1000.0, help="NERP LPIPS weight (code: 1000; needs the lpips extra)")
+    rdm.add_argument("--no-paste-back", action="store_true", help="keep the sampled background (its PSNR is reported)")
+    rdm.add_argument("--feather", type=int, default=0, help="soften the paste-back edge inwards by this many pixels")
+    rdm.add_argument("--eta", type=float, default=0.0)
+    rdm.add_argument("--seed", type=int, default=0)
+    rdm.add_argument("--max-side", type=int, help="downscale larger images to this side (default: the model's native size)")
+    _add_model_options(rdm)
+    rdm.set_defaults(func=cmd_edit_rdm)
 
     for method in ("rbe", "jica"):
         edit_dirs = methods.add_parser(method, parents=[common], help=f"apply {method.upper()} directions (from `regionedit discover {method}`)")
@@ -514,6 +611,15 @@ def build_parser() -> argparse.ArgumentParser:
     dirs.add_argument("--max-iterations", type=int, default=50)
     dirs.add_argument("--json", help="write the result to this file")
     dirs.set_defaults(func=cmd_bench_directions)
+
+    rdm_bench = benches.add_parser("rdm", parents=[common], help="RDM's cost over plain sampling, same model and steps")
+    rdm_bench.add_argument("--tiny", action="store_true", help="tiny random SD, CLIPSeg and CLIP")
+    _add_model_options(rdm_bench, required=False)
+    rdm_bench.add_argument("--segmenter")
+    rdm_bench.add_argument("--clip")
+    rdm_bench.add_argument("--steps", type=int, default=50)
+    rdm_bench.add_argument("--json", help="write the result to this file")
+    rdm_bench.set_defaults(func=cmd_bench_rdm)
 
     speed = benches.add_parser("toyworld", parents=[common], help="toy-world rendering speed (images per second)")
     speed.add_argument("--n", type=int, default=2000, help="images per world")

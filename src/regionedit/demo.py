@@ -39,7 +39,7 @@ def run_demo(out: str | Path = "demo-output", progress: bool = True, log=print) 
     start = time.perf_counter()
     photo = Image.fromarray(skimage_data.astronaut()).resize((64, 64), Image.Resampling.LANCZOS)
     rows = [_pixel_ddpm_row(folder, photo, progress, log), _text_row(folder, photo, progress, log),
-            _rbe_row(folder, log)]
+            _rbe_row(folder, log), _rdm_row(folder, progress, log)]
     intro = (
         f"PLUMBING DEMO (regionedit {__version__}): the embedded toy-world models are not shipped yet, so "
         "these runs use tiny randomly initialised models of the real architectures and a scikit-image "
@@ -111,3 +111,23 @@ def _rbe_row(folder: Path, log) -> GalleryRow:
         images.append((_save(folder, f"rbe_{strength:+.0f}.png", tensor_to_pil(edited[0] * 2 - 1)), f"direction 0, γ = {strength:+.0f}"))
     report = {k: directions.report[k] for k in ("leak_before", "leak_after", "iterations", "seconds")}
     return GalleryRow("RBE: eye directions (random model, so the edits are not semantic)", images, report)
+
+
+def _rdm_row(folder: Path, progress: bool, log) -> GalleryRow:
+    from regionedit.methods import rdm
+    from regionedit.segment import load_clip, load_segmenter
+    from regionedit.toyworld.scenes import generate_edits
+
+    log("RDM on a toy scene with tiny/sd, tiny/clipseg and tiny/clip")
+    model = load_model("tiny/sd", device="cpu")
+    edits = generate_edits([5], actions=["change_colour"])
+    locate, target = edits.source_object[0], edits.target_object[0]
+    out = rdm.edit(model, edits.source.images, target, locate=locate, segmenter=load_segmenter("tiny/clipseg", "cpu"),
+                   clip=load_clip("tiny/clip", "cpu"), threshold=100, num_inference_steps=STEPS, progress=progress)
+    images = [
+        (_save(folder, "rdm_input.png", tensor_to_pil(edits.source.images[0] * 2 - 1)), f"input: {edits.source_caption[0]}"),
+        (_save(folder, "rdm_mask.png", tensor_to_pil(out.mask[0].expand(3, -1, -1) * 2 - 1)), f"mask located from '{locate}'"),
+        (_save(folder, "rdm_output.png", out.image, out.recipe), f"'{locate}' → '{target}' (outside the mask: the input, exactly)"),
+    ]
+    return GalleryRow("RDM: text-located region, blended sampling, CLIP guidance, paste-back", images, out.recipe,
+                      note="Random segmenter and model: the mask and the content are arbitrary; the mechanics are real.")

@@ -165,6 +165,10 @@ class ClipScorer:
 
     @torch.no_grad()
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        return self.image_features(images)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit image embeddings, differentiable with respect to the images (for guidance)."""
         images = _images(images).to(self.device)
         images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bicubic", antialias=True,
                                align_corners=False).clamp(0, 1)
@@ -212,7 +216,7 @@ def lpips_available(net: str = "alex") -> tuple[bool, str]:
 _LPIPS_CACHE: dict = {}
 
 
-def lpips_distance(a: torch.Tensor, b: torch.Tensor, net: str = "alex") -> torch.Tensor:
+def lpips_distance(a: torch.Tensor, b: torch.Tensor, net: str = "alex", differentiable: bool = False) -> torch.Tensor:
     """LPIPS distance per image pair (lower is more similar)."""
     if net not in LPIPS_BACKBONES:
         raise RegionEditError(f"LPIPS net must be one of {', '.join(LPIPS_BACKBONES)}, got {net!r}")
@@ -223,6 +227,6 @@ def lpips_distance(a: torch.Tensor, b: torch.Tensor, net: str = "alex") -> torch
 
     if net not in _LPIPS_CACHE:
         _LPIPS_CACHE[net] = lpips.LPIPS(net=net, verbose=False).eval()
-    model = _LPIPS_CACHE[net]
-    with torch.no_grad():
+    model = _LPIPS_CACHE[net].to(a.device)
+    with torch.set_grad_enabled(differentiable):
         return model(_images(a) * 2 - 1, _images(b) * 2 - 1).flatten()

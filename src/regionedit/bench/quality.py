@@ -4,8 +4,9 @@ Per action type and overall it reports background preservation (PSNR and L1 outs
 ground-truth edit mask), edit success judged by the world's probe, the IoU of the method's own
 mask with the ground-truth mask (where the method makes one) and seconds per edit.
 
-Methods plug in through :class:`EditMethod`: a name and ``edit(items) → outputs``. Two baselines
-come with the harness: ``identity`` (returns the input) and ``oracle`` (returns the ground truth).
+Methods plug in through :class:`EditMethod`: a name, ``edit(items) → outputs`` and optionally the
+``actions`` they handle. Two baselines come with the harness: ``identity`` (returns the input) and
+``oracle`` (returns the ground truth); the editing methods are adapted in ``bench/adapters.py``.
 """
 
 from __future__ import annotations
@@ -78,7 +79,13 @@ class Oracle:
         return [MethodOutput(item.target.clone(), item.mask.clone()) for item in items]
 
 
-METHODS: dict[str, Callable[..., EditMethod]] = {"identity": Identity, "oracle": Oracle}
+def _rdm(**options) -> EditMethod:
+    from regionedit.bench.adapters import RDMMethod
+
+    return RDMMethod(**options)
+
+
+METHODS: dict[str, Callable[..., EditMethod]] = {"identity": Identity, "oracle": Oracle, "rdm": _rdm}
 
 
 def register_method(name: str, factory: Callable[..., EditMethod]) -> None:
@@ -87,15 +94,19 @@ def register_method(name: str, factory: Callable[..., EditMethod]) -> None:
 
 
 # ------------------------------------------------------------------------------------ items
-def benchmark_items(world: str, count: int, size: int = 64, offset: int = 0) -> list[BenchItem]:
-    """The first ``count`` edits of the world's benchmark split (fixed seeds, never trained on)."""
+def benchmark_items(world: str, count: int, size: int = 64, offset: int = 0,
+                    actions: Sequence[str] | None = None) -> list[BenchItem]:
+    """The first ``count`` edits of the world's benchmark split (fixed seeds, never trained on),
+    each drawn among ``actions`` (scenes only; default all)."""
     if world not in WORLDS:
         raise RegionEditError(f"unknown world {world!r} (worlds: {', '.join(WORLDS)})")
     seeds = split_seeds("benchmark", count, offset)
     if world == "scenes":
-        edits = scenes_world.generate_edits(seeds, size)
+        edits = scenes_world.generate_edits(seeds, size, actions=actions or scenes_world.ACTIONS)
         source, target, mask = edits.source, edits.target, edits.mask
     else:
+        if actions:
+            raise RegionEditError("choosing actions is supported for scenes only")
         edits = faces_world.generate_face_edits(seeds, size)
         source, target, mask = edits.edit.source, edits.edit.target, edits.edit.mask
     records = [edits.record(i) for i in range(count)]
@@ -155,7 +166,7 @@ def _scene_ok(item: BenchItem, reading: dict) -> bool:
 def run_quality(world: str, method: EditMethod, count: int = 200, size: int = 64, batch_size: int = 16,
                 probe=None, progress: bool = False) -> dict:
     """Run ``method`` on ``count`` benchmark edits of ``world`` and score it."""
-    items = benchmark_items(world, count, size)
+    items = benchmark_items(world, count, size, actions=getattr(method, "actions", None))
     probe = probe or probes.load_probe(world)
     outputs: list[MethodOutput] = []
     start = time.perf_counter()

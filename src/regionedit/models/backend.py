@@ -103,9 +103,16 @@ class DiffusionModel:
         return self.unet.config.in_channels == 2 * self.unet.config.out_channels
 
     @property
+    def is_inpainting(self) -> bool:
+        """SD-inpainting style: the UNet also reads the mask and the masked image's latents."""
+        return self.unet.config.in_channels == 2 * self.unet.config.out_channels + 1
+
+    @property
     def conditioning(self) -> str:
         if self.is_instruct:
             return "instruct"
+        if self.is_inpainting:
+            return "inpaint"
         return "text" if self.is_text_conditional else "none"
 
     @property
@@ -182,6 +189,10 @@ class DiffusionModel:
     @torch.no_grad()
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         """The diffused sample → pixels in [-1, 1]."""
+        return self.decode_differentiable(x0)
+
+    def decode_differentiable(self, x0: torch.Tensor) -> torch.Tensor:
+        """:meth:`decode` that lets gradients through (for guidance losses on pixels)."""
         if self.vae is None:
             return x0.float().clamp(-1, 1)
         latents = (x0 / self.vae.config.scaling_factor).to(self.device, self.dtype)
@@ -226,7 +237,8 @@ class DiffusionModel:
         """One UNet call → ε̂ in float32, whatever the model's prediction type.
 
         ``t`` is a scalar or one timestep per sample; ``text`` the hidden states (B×L×D);
-        ``source`` the instruct model's image input (B×C×H×W).
+        ``source`` the channels appended to x_t: the instruct model's image input, or an inpainting
+        model's mask and masked-image latents (B×C×H×W).
         """
         t = self._timesteps_for(x_t, t)
         model_input = x_t if source is None else torch.cat([x_t, source], dim=1)
@@ -253,6 +265,13 @@ class DiffusionModel:
         t = torch.as_tensor(t, device=self.device).long()
         return t.expand(x_t.shape[0]) if t.dim() == 0 else t
 
+    @torch.no_grad()
+    def inpainting_inputs(self, mask: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """The extra UNet input of an inpainting model: mask (1 = repaint) ‖ latents of the kept image."""
+        kept = self.encode(pixels.to(self.device) * (1 - mask.to(self.device)))
+        small = F.interpolate(mask.to(self.device).float(), size=kept.shape[-2:], mode="nearest")
+        return torch.cat([small, kept], dim=1)
+
     def denoiser(
         self,
         prompt: str | None = None,
@@ -260,8 +279,14 @@ class DiffusionModel:
         negative_prompt: str = "",
         source_image: torch.Tensor | None = None,
         image_guidance_scale: float = 1.5,
+        inpaint_mask: torch.Tensor | None = None,
+        inpaint_image: torch.Tensor | None = None,
     ) -> Denoiser:
-        """A function (x_t, t) → ε̂ with classifier-free guidance done in one batched UNet call."""
+        """A function (x_t, t) → ε̂ with classifier-free guidance done in one batched UNet call.
+
+        Instruct models need ``source_image`` (pixels in [-1, 1]); inpainting models need
+        ``inpaint_mask`` (1×1×H×W, 1 = repaint) and ``inpaint_image`` (pixels).
+        """
         for name, value in (("guidance_scale", guidance_scale), ("image_guidance_scale", image_guidance_scale)):
             if value < 0:
                 raise RegionEditError(f"{name} must be ≥ 0, got {value}")
@@ -274,7 +299,12 @@ class DiffusionModel:
             raise RegionEditError(f"model {self.name} is text-conditional: give a prompt ('' for unconditional)")
         if not self.is_text_conditional and prompt:
             raise RegionEditError(f"model {self.name} is unconditional: it takes no prompt")
-        return Denoiser(self, prompt, guidance_scale, negative_prompt, source_image, image_guidance_scale)
+        extra = None
+        if self.is_inpainting:
+            if inpaint_mask is None or inpaint_image is None:
+                raise RegionEditError(f"model {self.name} is an inpainting model: it needs a mask and the image")
+            extra = self.inpainting_inputs(inpaint_mask, inpaint_image)
+        return Denoiser(self, prompt, guidance_scale, negative_prompt, source_image, image_guidance_scale, extra)
 
 
 class Denoiser:
@@ -284,11 +314,13 @@ class Denoiser:
     ``[text, image, uncond]`` with source inputs ``[image, image, zeros]``.
     """
 
-    def __init__(self, model: DiffusionModel, prompt, guidance_scale, negative_prompt, source_image, image_guidance_scale):
+    def __init__(self, model: DiffusionModel, prompt, guidance_scale, negative_prompt, source_image, image_guidance_scale,
+                 extra_input: torch.Tensor | None = None):
         self.model = model
         self.guidance_scale = float(guidance_scale)
         self.image_guidance_scale = float(image_guidance_scale)
         self.text = self.negative = self.source = None
+        self.extra = extra_input  # channels appended to x_t in every branch (inpainting models)
         if model.is_text_conditional:
             self.text = model.encode_prompt(prompt)
             self.negative = model.encode_prompt(negative_prompt)
@@ -305,13 +337,15 @@ class Denoiser:
         t = model._timesteps_for(x_t, t)
         if self.source is not None:
             return self._instruct(x_t, t, batch)
+        extra = self.extra.expand(batch, -1, -1, -1) if self.extra is not None else None
         if self.text is None:
-            return model.unet_eps(x_t, t)
+            return model.unet_eps(x_t, t, source=extra)
         text = self.text.expand(batch, -1, -1)
         if not self.uses_guidance:
-            return model.unet_eps(x_t, t, text)
+            return model.unet_eps(x_t, t, text, extra)
         negative = self.negative.expand(batch, -1, -1)
-        eps = model.unet_eps(x_t.repeat(2, 1, 1, 1), t.repeat(2), torch.cat([negative, text]))
+        eps = model.unet_eps(x_t.repeat(2, 1, 1, 1), t.repeat(2), torch.cat([negative, text]),
+                             extra.repeat(2, 1, 1, 1) if extra is not None else None)
         eps_uncond, eps_text = eps.chunk(2)
         return eps_uncond + self.guidance_scale * (eps_text - eps_uncond)
 

@@ -49,15 +49,17 @@ def embedded_models() -> dict[str, Path]:
 def tiny_model_path(name: str) -> Path:
     """Build the tiny random model ``name`` into the cache (once) and return its folder."""
     folder = cache_dir() / "tiny" / f"{name.split('/', 1)[1]}-{TINY_VERSION}"
-    if not (folder / "model_index.json").exists():
+    if not (folder / "READY").exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".building-"))
         try:
             save_tiny(TINY_BUILDERS[name](), staging)
+            (staging / "READY").touch()
+            shutil.rmtree(folder, ignore_errors=True)  # an unfinished copy from an interrupted build
             try:
                 staging.rename(folder)
             except OSError:  # another process finished first
-                if not (folder / "model_index.json").exists():
+                if not (folder / "READY").exists():
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -67,11 +69,11 @@ def tiny_model_path(name: str) -> Path:
 def resolve(name: str) -> tuple[str, str]:
     """Where ``name`` lives: ("folder", path) or ("hub", repo id)."""
     if name.startswith("toy/"):
-        embedded = embedded_models()
-        if name not in embedded:
-            known = ", ".join(embedded) or "none in this version"
+        folder = WEIGHTS_DIR / name.split("/", 1)[1]
+        if not (folder / "config.json").exists() and not (folder / "model_index.json").exists():
+            known = ", ".join(embedded_models()) or "none in this version"
             raise RegionEditError(f"unknown embedded model {name!r} (embedded models: {known})")
-        return "folder", str(embedded[name])
+        return "folder", str(folder)
     if name.startswith("tiny/"):
         if name not in TINY_BUILDERS:
             raise RegionEditError(f"unknown tiny model {name!r} (tiny models: {', '.join(TINY_BUILDERS)})")
@@ -180,14 +182,33 @@ class _ComponentLoader:
         return {"local_files_only": self.kwargs["local_files_only"]} if self.is_hub else {}
 
     def explain(self, name: str, exc: Exception) -> str:
-        text = " ".join(str(exc).split())
-        if "safetensors" in text.lower() and self.kwargs["use_safetensors"]:
-            return f"model {name!r} has no safetensors weights; if you trust its source, load pickled weights with --allow-pickle"
-        if self.is_hub:
-            where = "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if self.offline else "it could not be fetched from the hub"
-            return (
-                f"model {name!r} is not available offline: {where}. Download it on a machine with hub access "
-                f"(`hf download {name}`) and copy the cache, or pass a local diffusers folder; "
-                f"embedded and tiny models need no download (`regionedit models`)"
-            )
-        return f"cannot load model from {self.location}: {text[:300]}"
+        return unavailable(name, self.location, exc, self.is_hub, self.offline, self.kwargs["use_safetensors"])
+
+
+def unavailable(name: str, location: str, exc: Exception, is_hub: bool, offline: bool, safetensors_only: bool) -> str:
+    """One line on why a model could not be loaded and what to do."""
+    text = " ".join(str(exc).split())
+    if "safetensors" in text.lower() and safetensors_only:
+        return f"model {name!r} has no safetensors weights; if you trust its source, load pickled weights with --allow-pickle"
+    if is_hub:
+        where = "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if offline else "it could not be fetched from the hub"
+        return (
+            f"model {name!r} is not available offline: {where}. Download it on a machine with hub access "
+            f"(`hf download {name}`) and copy the cache, or pass a local folder; "
+            f"embedded and tiny models need no download (`regionedit models`)"
+        )
+    return f"cannot load model from {location}: {text[:300]}"
+
+
+def load_transformers(name: str, model_class, device=None, dtype=None, allow_pickle: bool = False):
+    """A transformers model and its tokenizer from one folder or hub repo (CLIP, CLIPSeg)."""
+    kind, location = resolve(name)
+    device = torch.device(device) if device is not None else default_device()
+    offline = kind == "hub" and bool(hub_constants.HF_HUB_OFFLINE)
+    hub = {"local_files_only": offline} if kind == "hub" else {}
+    try:
+        model = model_class.from_pretrained(location, use_safetensors=not allow_pickle, dtype=dtype or torch.float32, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(location, **hub)
+    except (OSError, ValueError, KeyError) as exc:
+        raise RegionEditError(unavailable(name, location, exc, kind == "hub", offline, not allow_pickle)) from None
+    return model.to(device).eval().requires_grad_(False), tokenizer

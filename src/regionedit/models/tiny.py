@@ -151,6 +151,48 @@ def sd15_sized_random(seed: int = 0) -> dict:
     return _seeded(build, seed)
 
 
+def tiny_sd_inpaint(seed: int = 0) -> dict:
+    """Stable-Diffusion-inpainting-shaped: a 9-channel UNet input (x_t ‖ mask ‖ masked-image latents)."""
+    return _tiny_latent_text_model(unet_in_channels=9, seed=seed)
+
+
+def _tiny_text_config(tokenizer) -> dict:
+    return dict(vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+
+
+def tiny_clip(seed: int = 0) -> dict:
+    """A CLIP (vision and text towers) like openai/clip-vit-base-patch32, 2 layers of width 32, 64² input."""
+    from transformers import CLIPConfig, CLIPModel
+
+    def build() -> dict:
+        tokenizer = build_clip_tokenizer()
+        config = CLIPConfig(text_config=_tiny_text_config(tokenizer), projection_dim=16,
+                            vision_config=dict(hidden_size=TEXT_DIM, intermediate_size=64, num_hidden_layers=2,
+                                               num_attention_heads=4, image_size=64, patch_size=8))
+        return {"model": CLIPModel(config), "tokenizer": tokenizer}
+
+    return _seeded(build, seed)
+
+
+def tiny_clipseg(seed: int = 0) -> dict:
+    """A text-prompted segmenter like CIDAS/clipseg-rd64-refined, 3 layers of width 32, 64² input."""
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
+
+    def build() -> dict:
+        tokenizer = build_clip_tokenizer()
+        text = _tiny_text_config(tokenizer) | {"num_hidden_layers": 3}
+        config = CLIPSegConfig(text_config=text, projection_dim=16, extract_layers=[1, 2], reduce_dim=16,
+                               decoder_num_attention_heads=2, decoder_intermediate_size=32,
+                               vision_config=dict(hidden_size=TEXT_DIM, intermediate_size=64, num_hidden_layers=3,
+                                                  num_attention_heads=4, image_size=64, patch_size=8))
+        return {"model": CLIPSegForImageSegmentation(config), "tokenizer": tokenizer}
+
+    return _seeded(build, seed)
+
+
 PIPELINE_CLASS = {
     UNet2DModel: "DDPMPipeline",
     UNet2DConditionModel: "StableDiffusionPipeline",
@@ -158,12 +200,18 @@ PIPELINE_CLASS = {
 
 
 def save_tiny(components: dict, folder: str | Path) -> Path:
-    """Write components as a diffusers pipeline folder (safetensors weights)."""
+    """Write components as a diffusers pipeline folder, or a transformers model and its tokenizer
+    side by side in one folder (as hub repos of CLIP and CLIPSeg are laid out)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if "model" in components:
+        for component in components.values():
+            component.save_pretrained(folder)
+        return folder
     index: dict = {"_class_name": PIPELINE_CLASS[type(components["unet"])], "_diffusers_version": "0.42.1"}
-    if components["unet"].config.in_channels == 8:
-        index["_class_name"] = "StableDiffusionInstructPix2PixPipeline"
+    in_channels = components["unet"].config.in_channels
+    if in_channels != components["unet"].config.out_channels:
+        index["_class_name"] = {8: "StableDiffusionInstructPix2PixPipeline", 9: "StableDiffusionInpaintPipeline"}[in_channels]
     for name, component in components.items():
         component.save_pretrained(folder / name)
         library = "transformers" if type(component).__module__.startswith("transformers") else "diffusers"
@@ -176,4 +224,7 @@ TINY_BUILDERS: dict[str, Callable[..., dict]] = {
     "tiny/pixel-ddpm": tiny_pixel_ddpm,
     "tiny/sd": tiny_sd,
     "tiny/ip2p": tiny_ip2p,
+    "tiny/sd-inpaint": tiny_sd_inpaint,
+    "tiny/clip": tiny_clip,
+    "tiny/clipseg": tiny_clipseg,
 }
