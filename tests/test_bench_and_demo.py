@@ -30,6 +30,7 @@ def test_demo_writes_a_labelled_gallery(tmp_path):
     for name in ("ddpm_reconstruction.png", "ddpm_shift.png", "ddpm_tint.png", "sd_edit.png"):
         assert name in page and read_recipe(tmp_path / name)["method"].startswith("ddpm_")
     assert "rbe_+30.png" in page and "leak_after" in page
+    assert "rdm_output.png" in page and "zone_output.png" in page
     original = pil_to_tensor(Image.open(tmp_path / "ddpm_input.png"))
     reconstruction = pil_to_tensor(Image.open(tmp_path / "ddpm_reconstruction.png"))
     assert (original - reconstruction).abs().max() * 127.5 <= 1.0001

@@ -339,6 +339,100 @@ def cmd_edit_rdm(args) -> int:
     return 0
 
 
+def _zone_editor(args):
+    """Load ZONE's models once; return image, instruction → ZoneOutput."""
+    from regionedit.methods import zone
+    from regionedit.methods.actions import ActionClassifier
+    from regionedit.models import load_model
+    from regionedit.segment_everything import load_segment_everything
+
+    _check_nonnegative(cfg=args.cfg, image_cfg=args.image_cfg)
+    model = _load_model(args)
+    second = None
+    if not args.single:
+        name = args.model2 or zone.partner_of(args.model)
+        second = load_model(name, device=model.device, dtype=model.dtype, allow_pickle=args.allow_pickle)
+    classifier = ActionClassifier.load(args.classifier) if args.classifier else None
+    segmenter = load_segment_everything(args.segmenter, model.device, args.allow_pickle)
+
+    def run(image, instruction: str):
+        output = zone.edit(model, image, instruction, second_model=second, classifier=classifier, segmenter=segmenter,
+                           num_inference_steps=args.steps, guidance_scale=args.cfg, image_guidance_scale=args.image_cfg,
+                           threshold=args.threshold, union_above=args.union_iou, seed=args.seed,
+                           max_side=args.max_side or model.native_resolution, progress=not args.quiet)
+        for note in output.recipe["notes"]:
+            _note(note)
+        return output
+
+    return run
+
+
+def _add_zone_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model2", help="second instruct model fused with --model (default: MagicBrush for hub "
+                                         "models, toy/scenes-instruct-remove for toy/, tiny/ip2p-b for tiny/)")
+    parser.add_argument("--single", action="store_true", help="use --model alone (no fusion)")
+    parser.add_argument("--classifier", help="action classifier file (`regionedit train-classifier`); default: keywords")
+    parser.add_argument("--segmenter", default="classical", help="segment everything: classical (default) or sam:<model>")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--cfg", type=float, default=7.5, help="text guidance (paper: 7.5)")
+    parser.add_argument("--image-cfg", type=float, default=1.5, help="image guidance (paper: 1.5)")
+    parser.add_argument("--threshold", type=float, default=128, help="attention threshold T on 0..255 (paper: 128)")
+    parser.add_argument("--union-iou", type=float, help="take the union of segments with rIoU ≥ this (default: the best one)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-side", type=int, help="downscale larger images to this side (default: the model's native size)")
+    _add_model_options(parser)
+
+
+def cmd_edit_zone(args) -> int:
+    from regionedit.images import check_output_path, save_png
+
+    outputs = [p for p in (args.output, args.layer, args.mask_out) if p]
+    for path in outputs:
+        check_output_path(path, [args.image] + [o for o in outputs if o != path])
+    image = _read_image(args.image)
+    output = _zone_editor(args)(image, args.instruction)
+    recipe = {**output.recipe, "input": Path(args.image).name}
+    save_png(output.image, args.output, recipe)
+    if args.layer:
+        save_png(output.layer, args.layer, recipe)
+    if args.mask_out:
+        from PIL import Image as PILImage
+
+        save_png(PILImage.fromarray((output.final_mask[0, 0].numpy() * 255).astype("uint8")), args.mask_out)
+    print(f"wrote {args.output} ({output.recipe['action']}, {output.timings['total_s']} s)")
+    return 0
+
+
+def cmd_session(args) -> int:
+    from regionedit.session import Session
+
+    if args.action == "new":
+        session = Session.new(args.folder, args.image)
+        print(f"started {args.folder} from {args.image}")
+    elif args.action == "apply":
+        session = Session.open(args.folder)
+        turn = session.apply(_zone_editor(args), args.instruction)
+        print(f"turn {turn['index']}: {turn['instruction']!r} → {Path(args.folder) / turn['image']}")
+    elif args.action == "undo":
+        session = Session.open(args.folder)
+        turn = session.undo()
+        print(f"undid turn {turn['index']} ({turn['instruction']!r}); current image: {session.current_path()}")
+    else:
+        print(Session.open(args.folder).describe())
+    return 0
+
+
+def cmd_train_classifier(args) -> int:
+    from regionedit.images import check_output_path
+    from regionedit.methods.actions import train_classifier
+
+    check_output_path(args.output, [])
+    classifier = train_classifier(_load_model(args), args.train, args.test, seed=args.seed)
+    classifier.save(args.output)
+    print(json.dumps(classifier.report, indent=2))
+    return 0
+
+
 def cmd_models(args) -> int:
     from regionedit.models.loading import embedded_models
     from regionedit.models.tiny import TINY_BUILDERS
@@ -441,6 +535,14 @@ def cmd_bench_rdm(args) -> int:
     return 0
 
 
+def cmd_bench_zone(args) -> int:
+    from regionedit.bench import write_json
+    from regionedit.bench.zone import bench_zone
+
+    print(write_json(bench_zone(args.tiny, _device(args), steps=args.steps), args.json))
+    return 0
+
+
 def cmd_bench_quality(args) -> int:
     from regionedit.bench import write_json
     from regionedit.bench.quality import make_method, markdown_table, run_quality
@@ -503,6 +605,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(ddpm)
     _add_inversion_options(ddpm)
     ddpm.set_defaults(func=cmd_edit_ddpm)
+
+    zone_parser = methods.add_parser("zone", parents=[common], help="ZONE: apply an instruction locally (change, add, remove)")
+    zone_parser.add_argument("image")
+    zone_parser.add_argument("instruction", help="e.g. 'make the ball blue'")
+    zone_parser.add_argument("-o", "--output", required=True, help="PNG to write")
+    zone_parser.add_argument("--layer", help="also write the edited layer as an RGBA PNG")
+    zone_parser.add_argument("--mask-out", help="also write the final mask as a PNG")
+    _add_zone_options(zone_parser)
+    zone_parser.set_defaults(func=cmd_edit_zone)
 
     rdm = methods.add_parser("rdm", parents=[common], help="RDM: replace what a text names (or a mask covers) by a target text")
     rdm.add_argument("image")
@@ -573,6 +684,29 @@ def build_parser() -> argparse.ArgumentParser:
         _add_model_options(sub)
         sub.set_defaults(func=cmd_discover)
 
+    session = commands.add_parser("session", help="multi-turn ZONE editing saved in a folder (new, apply, undo, show)")
+    sessions = session.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    new = sessions.add_parser("new", parents=[common], help="start a session from an image (the image is copied)")
+    new.add_argument("folder")
+    new.add_argument("image")
+    apply = sessions.add_parser("apply", parents=[common], help="apply an instruction to the current image")
+    apply.add_argument("folder")
+    apply.add_argument("instruction")
+    _add_zone_options(apply)
+    for name, about in (("undo", "drop the last turn"), ("show", "print the history")):
+        sub = sessions.add_parser(name, parents=[common], help=about)
+        sub.add_argument("folder")
+    session.set_defaults(func=cmd_session)
+
+    train_cls = commands.add_parser("train-classifier", parents=[common],
+                                    help="train ZONE's action classifier on an instruct model's text embeddings")
+    train_cls.add_argument("-o", "--output", required=True, help="classifier file to write (.safetensors)")
+    train_cls.add_argument("--train", type=int, default=450, help="generated training instructions (paper: 450)")
+    train_cls.add_argument("--test", type=int, default=150, help="held-out instructions (paper: 150)")
+    train_cls.add_argument("--seed", type=int, default=0)
+    _add_model_options(train_cls)
+    train_cls.set_defaults(func=cmd_train_classifier)
+
     models = commands.add_parser("models", parents=[common], help="list embedded and tiny models; how to use hub ids and folders")
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
@@ -620,6 +754,13 @@ def build_parser() -> argparse.ArgumentParser:
     rdm_bench.add_argument("--steps", type=int, default=50)
     rdm_bench.add_argument("--json", help="write the result to this file")
     rdm_bench.set_defaults(func=cmd_bench_rdm)
+
+    zone_bench = benches.add_parser("zone", parents=[common], help="seconds per ZONE edit, with a breakdown")
+    zone_bench.add_argument("--tiny", action="store_true", help="tiny models on the CPU (default: real sizes, random weights)")
+    zone_bench.add_argument("--device", default="auto")
+    zone_bench.add_argument("--steps", type=int, default=20)
+    zone_bench.add_argument("--json", help="write the result to this file")
+    zone_bench.set_defaults(func=cmd_bench_zone)
 
     speed = benches.add_parser("toyworld", parents=[common], help="toy-world rendering speed (images per second)")
     speed.add_argument("--n", type=int, default=2000, help="images per world")

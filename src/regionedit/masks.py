@@ -101,3 +101,63 @@ def check_region(mask: torch.Tensor, name: str = "mask", needs_complement: bool 
         raise RegionEditError(f"{name} is empty: it selects no pixel at the model's resolution")
     if needs_complement and mask.min() > 0:
         raise RegionEditError(f"{name} covers the whole image: the method needs a region outside it")
+
+
+def erode(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    if pixels <= 0:
+        return mask
+    return 1 - F.max_pool2d(1 - mask.float(), 2 * pixels + 1, stride=1, padding=pixels)
+
+
+def close(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Morphological closing (dilate, then erode): bridges gaps narrower than 2·pixels."""
+    return erode(dilate(mask, pixels), pixels)
+
+
+def fill_holes(mask: torch.Tensor) -> torch.Tensor:
+    """Fill every hole enclosed by the mask (scipy's binary_fill_holes), per image."""
+    from scipy.ndimage import binary_fill_holes
+
+    filled = [torch.from_numpy(binary_fill_holes(m[0].cpu().numpy() > 0.5)) for m in mask]
+    return torch.stack(filled).unsqueeze(1).float().to(mask.device)
+
+
+def ideal_low_pass(images: torch.Tensor, radius: float) -> torch.Tensor:
+    """Keep the frequencies within ``radius`` of the centre of the (shifted) 2-D spectrum."""
+    height, width = images.shape[-2:]
+    spectrum = torch.fft.fftshift(torch.fft.fft2(images.float()), dim=(-2, -1))
+    ys = torch.arange(height, device=images.device) - height // 2
+    xs = torch.arange(width, device=images.device) - width // 2
+    keep = (ys.view(-1, 1) ** 2 + xs.view(1, -1) ** 2) <= radius**2
+    spectrum = spectrum * keep
+    return torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1))).real
+
+
+def fft_edge_smoother(edited: torch.Tensor, original: torch.Tensor, dilated: torch.Tensor, radius: float,
+                      threshold: float = 0.1, closing: int = 2) -> torch.Tensor:
+    """ZONE's edge smoother: g(F⁻¹(H(F(I_L,d)) − H(F(I_G,d)))) with I_·,d the images inside the
+    dilated mask, H an ideal low-pass filter of radius D0, and g = binarise (mean absolute change
+    over channels ≥ ``threshold``, images in [0, 1]), morphological closing and hole filling."""
+    change = ideal_low_pass(edited * dilated, radius) - ideal_low_pass(original * dilated, radius)
+    binary = (change.abs().mean(dim=1, keepdim=True) >= threshold).float() * dilated
+    return fill_holes(close(binary, closing))
+
+
+def region_iou(segments: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    """IoU of each segment (N×H×W, bool) with the coarse mask (H×W): ZONE's rIoU."""
+    coarse = coarse.bool().view(1, *segments.shape[-2:])
+    inter = (segments & coarse).flatten(1).sum(1).float()
+    union = (segments | coarse).flatten(1).sum(1).float()
+    return inter / union.clamp_min(1)
+
+
+def select_by_region_iou(segments: torch.Tensor, coarse: torch.Tensor, union_above: float | None = None) -> tuple[torch.Tensor, float]:
+    """The segment with the highest rIoU (or, with ``union_above``, the union of all segments whose
+    rIoU reaches it, falling back to the best one). Returns (H×W bool mask, best rIoU)."""
+    if len(segments) == 0:
+        return torch.zeros(coarse.shape[-2:], dtype=torch.bool), 0.0
+    scores = region_iou(segments, coarse)
+    best = int(scores.argmax())
+    if union_above is not None and (scores >= union_above).any():
+        return segments[scores >= union_above].any(dim=0), float(scores[best])
+    return segments[best], float(scores[best])

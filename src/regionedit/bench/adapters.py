@@ -37,3 +37,61 @@ class RDMMethod:
                               progress=False, **self.options)
             outputs.append(MethodOutput((pil_to_tensor(result.image)[0] + 1) / 2, result.mask[0].to(torch.float32)))
         return outputs
+
+
+class ZoneMethod:
+    """ZONE on scenes, all actions: the instruction alone; the final and the coarse masks are scored."""
+
+    name = "zone"
+
+    def __init__(self, world: str, model: str = "toy/scenes-instruct", model2: str | None = None,
+                 classifier: str | None = None, segmenter: str = "classical", device: str | None = None, **options):
+        from regionedit.methods.actions import ActionClassifier
+        from regionedit.segment_everything import load_segment_everything
+
+        if world != "scenes":
+            raise RegionEditError("ZONE is benchmarked on scenes (instructions with ground truth)")
+        self.model = load_model(model, device=device)
+        from regionedit.methods.zone import partner_of
+
+        model2 = partner_of(model) if model2 is None else model2
+        self.second = None if model2 == "none" else load_model(model2, device=self.model.device)
+        self.classifier = ActionClassifier.load(classifier) if classifier else None
+        self.segmenter = load_segment_everything(segmenter, self.model.device)
+        self.options = options
+
+    def edit(self, items: Sequence[BenchItem]) -> list[MethodOutput]:
+        from regionedit.methods import zone
+
+        outputs = []
+        for item in items:
+            result = zone.edit(self.model, item.image.unsqueeze(0), item.instruction, second_model=self.second,
+                               classifier=self.classifier, segmenter=self.segmenter, progress=False, **self.options)
+            outputs.append(MethodOutput((pil_to_tensor(result.image)[0] + 1) / 2, result.final_mask[0, 0],
+                                        {"coarse": result.coarse_mask[0, 0]}))
+        return outputs
+
+
+class InstructBaseline:
+    """The plain instruct model: its output as is, no localisation (InstructPix2Pix's behaviour)."""
+
+    name = "instruct"
+
+    def __init__(self, world: str, model: str = "toy/scenes-instruct", device: str | None = None,
+                 num_inference_steps: int = 20, guidance_scale: float = 7.5, image_guidance_scale: float = 1.5, seed: int = 0):
+        if world != "scenes":
+            raise RegionEditError("the instruct baseline is benchmarked on scenes")
+        self.model = load_model(model, device=device)
+        self.settings = (num_inference_steps, guidance_scale, image_guidance_scale, seed)
+
+    def edit(self, items: Sequence[BenchItem]) -> list[MethodOutput]:
+        from regionedit.methods.zone import fused_sampling
+
+        steps, text, image_guidance, seed = self.settings
+        outputs = []
+        for item in items:
+            pixels, fit = self.model.fit_image(item.image.unsqueeze(0))
+            sample, _ = fused_sampling(self.model, None, item.instruction, pixels, 0.0, steps, text, image_guidance,
+                                       0.0, seed, None, False)
+            outputs.append(MethodOutput(((fit.crop(self.model.decode(sample)) + 1) / 2)[0].cpu()))
+        return outputs

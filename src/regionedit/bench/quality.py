@@ -47,6 +47,7 @@ class BenchItem:
 class MethodOutput:
     image: torch.Tensor  # 3×H×W in [0, 1]
     mask: torch.Tensor | None = None  # the method's edit mask, if it makes one
+    extra_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # other masks to score (e.g. "coarse")
 
 
 class EditMethod(Protocol):
@@ -85,7 +86,21 @@ def _rdm(**options) -> EditMethod:
     return RDMMethod(**options)
 
 
-METHODS: dict[str, Callable[..., EditMethod]] = {"identity": Identity, "oracle": Oracle, "rdm": _rdm}
+def _zone(**options) -> EditMethod:
+    from regionedit.bench.adapters import ZoneMethod
+
+    return ZoneMethod(**options)
+
+
+def _instruct(**options) -> EditMethod:
+    from regionedit.bench.adapters import InstructBaseline
+
+    return InstructBaseline(**options)
+
+
+METHODS: dict[str, Callable[..., EditMethod]] = {
+    "identity": Identity, "oracle": Oracle, "rdm": _rdm, "zone": _zone, "instruct": _instruct,
+}
 
 
 def register_method(name: str, factory: Callable[..., EditMethod]) -> None:
@@ -179,10 +194,9 @@ def run_quality(world: str, method: EditMethod, count: int = 200, size: int = 64
     success = edit_success(world, items, images, probe)
     bg_psnr = metrics.psnr(images, sources, masks, "outside")
     bg_l1 = metrics.l1(images, sources, masks, "outside")
-    ious = torch.full((len(items),), float("nan"))
-    for i, output in enumerate(outputs):
-        if output.mask is not None:
-            ious[i] = metrics.mask_iou(output.mask.float().cpu().unsqueeze(0), items[i].mask.unsqueeze(0))[0]
+    ious = {"mask_iou": _ious(items, [o.mask for o in outputs])}
+    for name in sorted({k for o in outputs for k in o.extra_masks}):
+        ious[f"{name}_mask_iou"] = _ious(items, [o.extra_masks.get(name) for o in outputs])
     rows = {}
     for action in sorted({item.action for item in items}) + ["overall"]:
         keep = torch.tensor([action == "overall" or item.action == action for item in items])
@@ -199,13 +213,21 @@ def _mean(values: torch.Tensor) -> float | None:
     return round(float(values.mean()), 4) if len(values) else None
 
 
-def _row(keep, success, bg_psnr, bg_l1, ious) -> dict:
+def _ious(items: Sequence[BenchItem], masks: list[torch.Tensor | None]) -> torch.Tensor:
+    values = torch.full((len(items),), float("nan"))
+    for i, mask in enumerate(masks):
+        if mask is not None:
+            values[i] = metrics.mask_iou(mask.float().cpu().reshape(1, -1), items[i].mask.reshape(1, -1))[0]
+    return values
+
+
+def _row(keep, success, bg_psnr, bg_l1, ious: dict[str, torch.Tensor]) -> dict:
     return {
         "count": int(keep.sum()),
         "edit_success": _mean(success[keep].float()),
         "background_psnr": _mean(bg_psnr[keep]),
         "background_l1": _mean(bg_l1[keep]),
-        "mask_iou": _mean(ious[keep]),
+        **{name: _mean(values[keep]) for name, values in ious.items()},
     }
 
 

@@ -200,15 +200,15 @@ def unavailable(name: str, location: str, exc: Exception, is_hub: bool, offline:
     return f"cannot load model from {location}: {text[:300]}"
 
 
-def load_transformers(name: str, model_class, device=None, dtype=None, allow_pickle: bool = False):
-    """A transformers model and its tokenizer from one folder or hub repo (CLIP, CLIPSeg)."""
+def load_transformers(name: str, model_class, device=None, dtype=None, allow_pickle: bool = False, tokenizer: bool = True):
+    """A transformers model and its tokenizer from one folder or hub repo (CLIP, CLIPSeg, SAM)."""
     kind, location = resolve(name)
     device = torch.device(device) if device is not None else default_device()
     offline = kind == "hub" and bool(hub_constants.HF_HUB_OFFLINE)
     hub = {"local_files_only": offline} if kind == "hub" else {}
     try:
         model = model_class.from_pretrained(location, use_safetensors=not allow_pickle, dtype=dtype or torch.float32, **hub)
-        tokenizer = AutoTokenizer.from_pretrained(location, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(location, **hub) if tokenizer else None
     except (OSError, ValueError, KeyError) as exc:
         raise RegionEditError(unavailable(name, location, exc, kind == "hub", offline, not allow_pickle)) from None
     return model.to(device).eval().requires_grad_(False), tokenizer

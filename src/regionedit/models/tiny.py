@@ -125,8 +125,9 @@ def tiny_ip2p(seed: int = 0) -> dict:
     return _tiny_latent_text_model(unet_in_channels=8, seed=seed)
 
 
-def sd15_sized_random(seed: int = 0) -> dict:
-    """Random weights of the real Stable Diffusion 1.5 architecture (860 M UNet), for GPU benchmarks."""
+def sd15_sized_random(seed: int = 0, in_channels: int = 4) -> dict:
+    """Random weights of the real Stable Diffusion 1.5 architecture (860 M UNet; 8 input channels for
+    InstructPix2Pix), for GPU benchmarks."""
 
     def build() -> dict:
         tokenizer = build_clip_tokenizer()
@@ -144,11 +145,16 @@ def sd15_sized_random(seed: int = 0) -> dict:
             latent_channels=4,
             sample_size=512,
         )
-        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)
+        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, in_channels=in_channels)
         return {"unet": unet, "vae": vae, "text_encoder": CLIPTextModel(text), "tokenizer": tokenizer,
                 "scheduler": sd_scheduler()}
 
     return _seeded(build, seed)
+
+
+def tiny_ip2p_b(seed: int = 1) -> dict:
+    """A second tiny InstructPix2Pix (another seed): the MagicBrush of ZONE's fused pair in tests."""
+    return tiny_ip2p(seed)
 
 
 def tiny_sd_inpaint(seed: int = 0) -> dict:
@@ -193,6 +199,23 @@ def tiny_clipseg(seed: int = 0) -> dict:
     return _seeded(build, seed)
 
 
+def tiny_sam(seed: int = 0) -> dict:
+    """Segment Anything's architecture (ViT encoder, prompt encoder, mask decoder) at width 32, 256² input."""
+    from transformers import SamConfig, SamModel
+
+    def build() -> dict:
+        config = SamConfig(
+            vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=256, patch_size=16,
+                               output_channels=32, mlp_dim=64, global_attn_indexes=[1], window_size=4, num_pos_feats=16),
+            prompt_encoder_config=dict(hidden_size=32, image_size=256, patch_size=16, mask_input_channels=4),
+            mask_decoder_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_dim=64,
+                                     iou_head_hidden_dim=32),
+        )
+        return {"model": SamModel(config)}
+
+    return _seeded(build, seed)
+
+
 PIPELINE_CLASS = {
     UNet2DModel: "DDPMPipeline",
     UNet2DConditionModel: "StableDiffusionPipeline",
@@ -224,7 +247,9 @@ TINY_BUILDERS: dict[str, Callable[..., dict]] = {
     "tiny/pixel-ddpm": tiny_pixel_ddpm,
     "tiny/sd": tiny_sd,
     "tiny/ip2p": tiny_ip2p,
+    "tiny/ip2p-b": tiny_ip2p_b,
     "tiny/sd-inpaint": tiny_sd_inpaint,
     "tiny/clip": tiny_clip,
     "tiny/clipseg": tiny_clipseg,
+    "tiny/sam": tiny_sam,
 }
