@@ -31,11 +31,12 @@ test: $(TEST)
 test-all: $(TEST)
 	$(BIN)/python -m pytest
 
-lock: $(BASE)
-	{ head -n 2 requirements/base.txt; $(BIN)/python -m pip freeze --exclude-editable \
-		| grep -v -iE '^(pytest|pytest-timeout|iniconfig|pluggy|pygments)==' \
+lock:  # re-pin requirements/base.txt from a fresh resolve of pyproject's dependencies
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip --disable-pip-version-check -q install torch==2.13.0 -e .
+	{ head -n 2 requirements/base.txt; .venv-lock/bin/python -m pip freeze --exclude-editable \
 		| sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements/base.txt.new
-	mv requirements/base.txt.new requirements/base.txt
+	mv requirements/base.txt.new requirements/base.txt && rm -rf .venv-lock
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -279,18 +279,10 @@ def cmd_edit_directions(args) -> int:
     return 0
 
 
-COMPANIONS = {  # default segmenter and CLIP for a family of diffusion models
-    "tiny/": ("tiny/clipseg", "tiny/clip"),
-    "toy/": ("toy/scenes-clipseg", "toy/scenes-clip"),
-    "": ("CIDAS/clipseg-rd64-refined", "openai/clip-vit-base-patch16"),
-}
-
-
 def _companion(model_name: str, index: int) -> str:
-    for prefix, names in COMPANIONS.items():
-        if model_name.startswith(prefix):
-            return names[index]
-    raise AssertionError("unreachable")
+    from regionedit.segment import companions
+
+    return companions(model_name)[index]
 
 
 def cmd_edit_rdm(args) -> int:
@@ -433,6 +425,23 @@ def cmd_train_classifier(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from regionedit import batch
+
+    device = None if args.device == "auto" else str(_device(args))
+    if args.engine == "ray":
+        summary = batch.run_ray(args.manifest, args.out, device, args.batch_size, args.model, workers=args.workers,
+                                log=lambda m: print(m, file=sys.stderr))
+    else:
+        summary = batch.run_local(args.manifest, args.out, device, args.batch_size, args.model, progress=not args.quiet,
+                                  log=lambda m: print(m, file=sys.stderr))
+    if batch._rank_and_size()[0] == 0:
+        failed = "".join(f"\n  {k}: {v}" for k, v in summary["failed"].items())
+        print(f"{summary['done']}/{summary['items']} done, {len(summary['failed'])} failed, {len(summary['pending'])} pending, "
+              f"{len(summary['malformed_lines'])} malformed lines skipped{failed}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from regionedit.models.loading import embedded_models
     from regionedit.models.tiny import TINY_BUILDERS
@@ -540,6 +549,15 @@ def cmd_bench_zone(args) -> int:
     from regionedit.bench.zone import bench_zone
 
     print(write_json(bench_zone(args.tiny, _device(args), steps=args.steps), args.json))
+    return 0
+
+
+def cmd_bench_batch(args) -> int:
+    from regionedit.bench import write_json
+    from regionedit.bench.batch import bench_batch
+
+    processes = tuple(int(p) for p in _pair(args.processes, "--processes", 0, int))
+    print(write_json(bench_batch(processes, args.n, args.model, args.steps, args.batch_size), args.json))
     return 0
 
 
@@ -707,6 +725,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(train_cls)
     train_cls.set_defaults(func=cmd_train_classifier)
 
+    batch_parser = commands.add_parser("batch", parents=[common], help="edit every item of a JSONL manifest (resumable)")
+    batch_parser.add_argument("manifest")
+    batch_parser.add_argument("--out", required=True, help="output folder (rerun with the same folder to resume)")
+    batch_parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                              help="local (default; run under `accelerate launch` for several processes) or ray")
+    batch_parser.add_argument("--batch-size", type=int, default=8, help="ZONE items of one model sampled together")
+    batch_parser.add_argument("--workers", type=int, default=2, help="Ray actors (--engine ray)")
+    batch_parser.add_argument("--model", help="model for lines that name none")
+    batch_parser.add_argument("--device", default="auto")
+    batch_parser.set_defaults(func=cmd_batch)
+
     models = commands.add_parser("models", parents=[common], help="list embedded and tiny models; how to use hub ids and folders")
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
@@ -761,6 +790,15 @@ def build_parser() -> argparse.ArgumentParser:
     zone_bench.add_argument("--steps", type=int, default=20)
     zone_bench.add_argument("--json", help="write the result to this file")
     zone_bench.set_defaults(func=cmd_bench_zone)
+
+    batch_bench = benches.add_parser("batch", parents=[common], help="items per second of `regionedit batch`, 1 vs N processes")
+    batch_bench.add_argument("--processes", default="1,2")
+    batch_bench.add_argument("--n", type=int, default=32, help="ZONE edits in the manifest")
+    batch_bench.add_argument("--model", default="tiny/ip2p")
+    batch_bench.add_argument("--steps", type=int, default=20)
+    batch_bench.add_argument("--batch-size", type=int, default=4)
+    batch_bench.add_argument("--json", help="write the result to this file")
+    batch_bench.set_defaults(func=cmd_bench_batch)
 
     speed = benches.add_parser("toyworld", parents=[common], help="toy-world rendering speed (images per second)")
     speed.add_argument("--n", type=int, default=2000, help="images per world")

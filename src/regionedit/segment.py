@@ -17,6 +17,16 @@ from regionedit.masks import dilate
 from regionedit.metrics import CLIP_MEAN, CLIP_STD
 
 DEFAULT_THRESHOLD = 150
+COMPANIONS = {  # the default segmenter and CLIP for a family of diffusion models
+    "tiny/": ("tiny/clipseg", "tiny/clip"),
+    "toy/": ("toy/scenes-clipseg", "toy/scenes-clip"),
+    "": ("CIDAS/clipseg-rd64-refined", "openai/clip-vit-base-patch16"),
+}
+
+
+def companions(model_name: str) -> tuple[str, str]:
+    """(segmenter, CLIP) that go with a diffusion model by default."""
+    return next(names for prefix, names in COMPANIONS.items() if model_name.startswith(prefix))
 
 
 @dataclass

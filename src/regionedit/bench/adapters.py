@@ -91,7 +91,7 @@ class InstructBaseline:
         outputs = []
         for item in items:
             pixels, fit = self.model.fit_image(item.image.unsqueeze(0))
-            sample, _ = fused_sampling(self.model, None, item.instruction, pixels, 0.0, steps, text, image_guidance,
-                                       0.0, seed, None, False)
+            sample, _ = fused_sampling(self.model, None, [item.instruction], pixels, torch.zeros(1), steps, text,
+                                       image_guidance, 0.0, [seed], None, False)
             outputs.append(MethodOutput(((fit.crop(self.model.decode(sample)) + 1) / 2)[0].cpu()))
         return outputs

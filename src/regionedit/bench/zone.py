@@ -46,7 +46,8 @@ def bench_zone(tiny: bool, device: torch.device, steps: int = 20, repeats: int =
 
     def plain():
         pixels, _ = first.fit_image(image)
-        return first.decode(zone.fused_sampling(first, None, instruction, pixels, 0.0, steps, 7.5, 1.5, 0.0, 0, None, False)[0])
+        return first.decode(zone.fused_sampling(first, None, [instruction], pixels, torch.zeros(1), steps, 7.5, 1.5, 0.0,
+                                                [0], None, False)[0])
 
     full()
     plain()

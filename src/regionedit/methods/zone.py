@@ -85,34 +85,43 @@ def coarse_mask_from_attention(maps: torch.Tensor, first: int, last: int, size: 
     return ((difference - low) / (high - low) * 255 < threshold).float()
 
 
-def fused_sampling(first: DiffusionModel, second: DiffusionModel | None, instruction: str, pixels: torch.Tensor,
-                   beta: float, steps: int, text_guidance: float, image_guidance: float, eta: float, seed: int,
-                   recorder_layers: list[str] | None, progress: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Sample both instruct models from one latent, fusing after every step; record the first's attention."""
+def fused_sampling(first: DiffusionModel, second: DiffusionModel | None, instructions: list[str], pixels: torch.Tensor,
+                   beta: torch.Tensor, steps: int, text_guidance: float, image_guidance: float, eta: float,
+                   seeds: list[int], recorder_layers: list[str] | None, progress: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sample both instruct models from one latent per image (a batch of B), fusing after every step
+    with β per image; record the first model's attention. Image i's noise comes from ``seeds[i]``
+    alone, so an image gives the same result in any batch."""
     from tqdm.auto import tqdm
 
     schedule = Schedule.from_scheduler(first.scheduler, steps)
-    generator = torch.Generator().manual_seed(seed)
-    latent_size = first.encode_source_image(pixels).shape[-2:]
-    x = torch.randn(1, first.channels, *latent_size, generator=generator).to(first.device)
-    noise = gaussian_noise(schedule, eta, generator)
-    denoisers = [m.denoiser(instruction, text_guidance, source_image=pixels, image_guidance_scale=image_guidance)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    latent_size = first.encode_source_image(pixels[:1]).shape[-2:]
+    x = torch.cat([torch.randn(1, first.channels, *latent_size, generator=g) for g in generators]).to(first.device)
+    noises = [gaussian_noise(schedule, eta, g) for g in generators]
+    denoisers = [m.denoiser(list(instructions), text_guidance, source_image=pixels, image_guidance_scale=image_guidance)
                  for m in (first, second) if m is not None]
+    beta = beta.to(first.device).view(-1, 1, 1, 1)
     recorder = CrossAttentionRecorder(first.unet, recorder_layers or [], tuple(latent_size), branch=0, branches=3)
     with recorder if recorder_layers else contextlib.nullcontext(), torch.no_grad():
         for i in tqdm(range(len(schedule)), disable=not progress, desc="zone", leave=False):
             t = schedule.timesteps[i]
             means = [schedule.mean(i, x, d(x, t), eta) for d in denoisers]
             mean = means[0] if len(means) == 1 else (means[0] + beta * means[1]) / (1 + beta)
-            x = mean + noise(i, x)
+            x = mean + torch.cat([noise(i, x[j : j + 1]) for j, noise in enumerate(noises)])
     maps = recorder.maps() if recorder_layers else None
     return x, maps
 
 
-def edit(
+def edit(model: DiffusionModel, image, instruction: str, **options) -> ZoneOutput:
+    """Apply ``instruction`` locally: only the pixels of the final mask change (see :func:`edit_many`)."""
+    seed = options.pop("seed", 0)
+    return edit_many(model, [image], [instruction], seeds=[seed], **options)[0]
+
+
+def edit_many(
     model: DiffusionModel,
-    image,
-    instruction: str,
+    images: list,
+    instructions: list[str],
     second_model: DiffusionModel | None = None,
     classifier: ActionClassifier | None = None,
     segmenter=None,
@@ -127,49 +136,75 @@ def edit(
     d0: float | None = None,
     smoother_threshold: float = 0.1,
     eta: float = 0.0,
-    seed: int = 0,
+    seeds: list[int] | None = None,
     max_side: int | None = None,
     progress: bool = True,
-) -> ZoneOutput:
-    """Apply ``instruction`` locally: only the pixels of the final mask change."""
+) -> list[ZoneOutput]:
+    """ZONE for several images of one size at once: one batched sampling run, then each image's
+    localisation, refinement and blending."""
     if not model.is_instruct:
         raise RegionEditError(f"ZONE needs an instruct model (InstructPix2Pix-style); {model.name} is not one")
     if second_model is not None and (not second_model.is_instruct or second_model.channels != model.channels):
         raise RegionEditError(f"the second model {second_model.name} must be an instruct model of the same latent space")
-    if not instruction or not instruction.strip():
-        raise RegionEditError("the instruction is empty: say what to change, add or remove")
-    notes: list[str] = []
-    timings: dict[str, float] = {}
+    if len(images) != len(instructions) or not images:
+        raise RegionEditError(f"ZONE needs one instruction per image: {len(images)} images, {len(instructions)} instructions")
+    for instruction in instructions:
+        if not instruction or not instruction.strip():
+            raise RegionEditError("the instruction is empty: say what to change, add or remove")
+    seeds = list(seeds) if seeds is not None else [0] * len(images)
     began = time.perf_counter()
-    decision = decide_action(model, instruction, classifier)
-    if decision.source != "classifier":
-        notes.append(f"action '{decision.action}' from {decision.source}")
-    beta = BETA[decision.action] if beta is None else beta
-
-    pixels, fit = model.fit_image(image, max_side)
-    size = fit.working_size[::-1]  # (H, W)
+    decisions = [decide_action(model, text, classifier) for text in instructions]
+    betas = [BETA[d.action] if beta is None else beta for d in decisions]
+    fitted = [model.fit_image(image, max_side) for image in images]
+    fit = fitted[0][1]
+    if any(f.padded_size != fit.padded_size or f.working_size != fit.working_size for _, f in fitted):
+        raise RegionEditError("ZONE batches need images of one size; edit the others separately")
+    pixels = torch.cat([p for p, _ in fitted])
     padded = (fit.padded_size[1], fit.padded_size[0])
-    latent = model.encode_source_image(pixels).shape[-2:]
+    latent = model.encode_source_image(pixels[:1]).shape[-2:]
     layers = attention_layers or layers_at_resolution(model.unet, tuple(latent), padded)
     started = time.perf_counter()
-    sample, maps = fused_sampling(model, second_model, instruction, pixels, beta, num_inference_steps, guidance_scale,
-                                  image_guidance_scale, eta, seed, layers, progress)
+    sample, maps = fused_sampling(model, second_model, instructions, pixels, torch.tensor(betas), num_inference_steps,
+                                  guidance_scale, image_guidance_scale, eta, seeds, layers, progress)
     edited = (fit.crop(model.decode(sample)) + 1) / 2
     original = (fit.crop(pixels) + 1) / 2
-    timings["sampling_s"] = time.perf_counter() - started
+    shared = {"sampling_s": (time.perf_counter() - started) / len(images), "setup_s": (started - began) / len(images)}
+    settings = dict(threshold=threshold, union_above=union_above, dilation=dilation, d0=d0,
+                    smoother_threshold=smoother_threshold, padded=padded)
+    outputs = []
+    for i, (instruction, decision) in enumerate(zip(instructions, decisions, strict=True)):
+        output = _localise_and_blend(model, instruction, decision, edited[i : i + 1].cpu(), original[i : i + 1].cpu(),
+                                     maps[i : i + 1], segmenter, settings)
+        output.timings = {k: round(v, 4) for k, v in {**shared, **output.timings}.items()}
+        output.timings["total_s"] = round(sum(v for k, v in output.timings.items() if k != "total_s"), 4)
+        output.recipe.update({
+            "second_model": second_model.name if second_model is not None else None,
+            "beta": betas[i] if second_model is not None else None, "num_inference_steps": num_inference_steps,
+            "guidance_scale": guidance_scale, "image_guidance_scale": image_guidance_scale,
+            "attention_layers": layers, "eta": eta, "seed": seeds[i], "batch": len(images),
+        })
+        outputs.append(output)
+    return outputs
 
+
+def _localise_and_blend(model: DiffusionModel, instruction: str, decision: ActionDecision, edited: torch.Tensor,
+                        original: torch.Tensor, maps: torch.Tensor, segmenter, settings: dict) -> ZoneOutput:
+    """Steps 3–5 for one image: coarse mask, Region-IoU segment, edge smoother and compositing."""
+    notes = [] if decision.source == "classifier" else [f"action '{decision.action}' from {decision.source}"]
+    timings: dict[str, float] = {}
+    size = tuple(edited.shape[-2:])
     started = time.perf_counter()
     first, last = instruction_token_span(model, instruction)
-    coarse = coarse_mask_from_attention(maps, first, last, padded, threshold)[..., : size[0], : size[1]].cpu()
+    coarse = coarse_mask_from_attention(maps, first, last, settings["padded"], settings["threshold"])
+    coarse = coarse[..., : size[0], : size[1]].cpu()
     timings["attention_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    segment_source = original if decision.action == "remove" else edited
-    segments = (segmenter or ClassicalSegmenter())(segment_source.cpu())
+    segments = (segmenter or ClassicalSegmenter())(original if decision.action == "remove" else edited)
     if coarse.sum() == 0:
         notes.append("the attention selected nothing: the coarse mask falls back to the whole image")
         coarse = torch.ones_like(coarse)
-    refined, best_iou = select_by_region_iou(segments, coarse[0, 0], union_above)
+    refined, best_iou = select_by_region_iou(segments, coarse[0, 0], settings["union_above"])
     refined = refined.float().view(1, 1, *size)
     if best_iou == 0:
         notes.append("no segment overlaps the coarse mask: refined mask = coarse mask")
@@ -178,31 +213,25 @@ def edit(
 
     started = time.perf_counter()
     scale = max(size) / 512
-    radius = D0_AT_512 * scale if d0 is None else d0
-    grow = max(1, round(DILATION_AT_512 * scale)) if dilation is None else dilation
-    dilated = dilate(refined, grow)
-    final = fft_edge_smoother(edited.cpu(), original.cpu(), dilated, radius, smoother_threshold, closing=max(1, grow // 2))
+    radius = D0_AT_512 * scale if settings["d0"] is None else settings["d0"]
+    grow = max(1, round(DILATION_AT_512 * scale)) if settings["dilation"] is None else settings["dilation"]
+    final = fft_edge_smoother(edited, original, dilate(refined, grow), radius, settings["smoother_threshold"],
+                              closing=max(1, grow // 2))
     if final.sum() == 0:
         notes.append("the edit changed nothing visible inside the dilated mask: final mask = refined mask")
         final = refined.clone()
-    composite = final * edited.cpu() + (1 - final) * original.cpu()
-    layer = torch.cat([edited.cpu(), final], dim=1)[0]
+    composite = final * edited + (1 - final) * original
+    layer = torch.cat([edited, final], dim=1)[0]
     timings["blending_s"] = time.perf_counter() - started
-    timings["total_s"] = time.perf_counter() - began
-
     recipe = {
-        "method": "zone", "version": __version__, "model": model.name,
-        "second_model": second_model.name if second_model is not None else None, "instruction": instruction,
+        "method": "zone", "version": __version__, "model": model.name, "instruction": instruction,
         "action": decision.action, "action_source": decision.source, "action_confidence": decision.confidence,
-        "beta": beta if second_model is not None else None, "num_inference_steps": num_inference_steps,
-        "guidance_scale": guidance_scale, "image_guidance_scale": image_guidance_scale, "threshold": threshold,
-        "attention_layers": layers, "segmenter": getattr(segmenter, "name", "classical"), "region_iou": round(best_iou, 4),
-        "union_above": union_above, "dilation": grow, "d0": radius, "smoother_threshold": smoother_threshold,
-        "eta": eta, "seed": seed, "notes": notes,
+        "threshold": settings["threshold"], "segmenter": getattr(segmenter, "name", "classical"),
+        "region_iou": round(best_iou, 4), "union_above": settings["union_above"], "dilation": grow, "d0": radius,
+        "smoother_threshold": settings["smoother_threshold"], "notes": notes,
     }
     return ZoneOutput(
-        image=tensor_to_pil(composite[0] * 2 - 1), edited=tensor_to_pil(edited[0].cpu() * 2 - 1),
+        image=tensor_to_pil(composite[0] * 2 - 1), edited=tensor_to_pil(edited[0] * 2 - 1),
         layer=Image.fromarray((layer.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy(), mode="RGBA"),
-        coarse_mask=coarse, refined_mask=refined, final_mask=final, action=decision, recipe=recipe,
-        timings={k: round(v, 4) for k, v in timings.items()},
+        coarse_mask=coarse, refined_mask=refined, final_mask=final, action=decision, recipe=recipe, timings=timings,
     )

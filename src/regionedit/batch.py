@@ -1,0 +1,401 @@
+"""`regionedit batch`: edit the images of a JSONL manifest — resumable, on one process, several
+processes or nodes under accelerate, or a Ray cluster.
+
+Manifest: one JSON object per line with ``id`` (letters, digits, ``._-``), ``method`` (zone, rdm,
+ddpm, rbe, jica), ``image`` (a path, relative to the manifest), optionally ``model`` and ``seed``,
+the method's fields (zone: ``instruction``; rdm: ``target`` and one of ``locate``/``mask``/``box``;
+ddpm: ``target_prompt`` and ``source_prompt``; rbe/jica: ``directions``, ``index``, ``strength``) and
+``params`` passed to the method. Malformed lines are reported with their numbers and skipped.
+
+Output folder: ``outputs/<id>.png`` (plus ``<id>.mask.png`` / ``<id>.layer.png`` where the method
+makes them), written atomically; ``done/<id>.json`` is written last and is the commit point of an
+item; ``failed/<id>.json`` holds the reason of a failure (retried on the next run);
+``logs/worker-<rank>.jsonl`` is each worker's history; ``summary.json`` the final count.
+
+Several processes: ``accelerate launch --num_processes N -m regionedit.cli batch ...`` (on machines
+without a GPU add ``--multi_gpu``: it is what makes accelerate start N processes; they then talk
+over gloo on the CPU). Groups are dealt round-robin to the processes.
+
+Work is cut into fixed groups from the manifest order (ZONE items of one model are sampled
+``--batch-size`` at a time), so a resumed or a distributed run computes every item exactly as an
+uninterrupted single-process run does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import traceback
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from regionedit.errors import RegionEditError
+from regionedit.images import atomic_write, load_image, pil_to_tensor, save_png
+
+METHOD_FIELDS = {"zone": ("instruction",), "rdm": ("target",), "ddpm": ("target_prompt",), "rbe": ("directions",),
+                 "jica": ("directions",)}
+BATCHABLE = {"zone"}
+ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+@dataclass
+class Job:
+    line: int
+    id: str
+    method: str
+    image: Path
+    model: str | None
+    fields: dict
+    params: dict = field(default_factory=dict)
+    seed: int = 0
+
+    @property
+    def group_key(self) -> tuple:
+        return (self.method, self.model)
+
+
+def read_manifest(path: str | Path) -> tuple[list[Job], list[str]]:
+    """Valid jobs, and one message per malformed line (with its number)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RegionEditError(f"manifest not found: {path}")
+    jobs, problems, seen = [], [], set()
+    for number, text in enumerate(path.read_text().splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            job = _parse(number, text, path.parent)
+        except ValueError as exc:
+            problems.append(f"line {number}: {exc}")
+            continue
+        if job.id in seen:
+            problems.append(f"line {number}: duplicate id {job.id!r}")
+            continue
+        seen.add(job.id)
+        jobs.append(job)
+    return jobs, problems
+
+
+def _parse(number: int, text: str, base: Path) -> Job:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg})") from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    for key in ("id", "method", "image"):
+        if key not in record:
+            raise ValueError(f"missing {key!r}")
+    if not isinstance(record["id"], str) or not ID_PATTERN.match(record["id"]):
+        raise ValueError(f"id {record['id']!r} must be 1–128 letters, digits, '.', '_' or '-'")
+    method = record["method"]
+    if method not in METHOD_FIELDS:
+        raise ValueError(f"unknown method {method!r} (methods: {', '.join(METHOD_FIELDS)})")
+    missing = [f for f in METHOD_FIELDS[method] if f not in record]
+    if method == "rdm" and not any(k in record for k in ("locate", "mask", "box")):
+        missing.append("locate, mask or box")
+    if missing:
+        raise ValueError(f"method {method} needs {', '.join(missing)}")
+    image = Path(record["image"])
+    image = image if image.is_absolute() else base / image
+    if not image.is_file():
+        raise ValueError(f"image not found: {image}")
+    params = record.get("params", {})
+    if not isinstance(params, dict):
+        raise ValueError("'params' must be an object")
+    fields = {k: v for k, v in record.items() if k not in ("id", "method", "image", "model", "params", "seed")}
+    return Job(number, record["id"], method, image, record.get("model"), fields, params, int(record.get("seed", 0)))
+
+
+def make_groups(jobs: list[Job], batch_size: int) -> list[list[Job]]:
+    """Fixed units of work in manifest order: batchable items of one model together, others alone."""
+    by_key: dict[tuple, list[Job]] = defaultdict(list)
+    groups = []
+    for job in jobs:
+        if job.method in BATCHABLE:
+            by_key[job.group_key].append(job)
+        else:
+            groups.append([job])
+    for members in by_key.values():
+        groups += [members[i : i + batch_size] for i in range(0, len(members), batch_size)]
+    return sorted(groups, key=lambda g: g[0].line)
+
+
+# --------------------------------------------------------------------------------- store
+class Store:
+    """The output folder: files, commit markers and logs."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        for sub in ("outputs", "done", "failed", "logs"):
+            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+
+    def is_done(self, job_id: str) -> bool:
+        return (self.folder / "done" / f"{job_id}.json").exists()
+
+    def output(self, job_id: str, suffix: str = "") -> Path:
+        return self.folder / "outputs" / f"{job_id}{suffix}.png"
+
+    def commit(self, job: Job, record: dict, rank: int) -> None:
+        record = {"id": job.id, "line": job.line, "method": job.method, "worker": rank, **record}
+        failed = self.folder / "failed" / f"{job.id}.json"
+        if failed.exists():
+            failed.unlink()
+        atomic_write(self.folder / "done" / f"{job.id}.json", lambda tmp: tmp.write_text(json.dumps(record, default=str)))
+        self.log(rank, {"id": job.id, "status": "done", "seconds": record.get("seconds")})
+
+    def fail(self, job: Job, reason: str, rank: int) -> None:
+        record = {"id": job.id, "line": job.line, "method": job.method, "worker": rank, "reason": reason}
+        atomic_write(self.folder / "failed" / f"{job.id}.json", lambda tmp: tmp.write_text(json.dumps(record)))
+        self.log(rank, {"id": job.id, "status": "failed", "reason": reason})
+
+    def log(self, rank: int, entry: dict) -> None:
+        with open(self.folder / "logs" / f"worker-{rank}.jsonl", "a") as handle:
+            handle.write(json.dumps({"time": round(time.time(), 3), **entry}) + "\n")
+            handle.flush()
+
+    def summary(self, jobs: list[Job], problems: list[str]) -> dict:
+        done = [j.id for j in jobs if self.is_done(j.id)]
+        failed = {}
+        for job in jobs:
+            marker = self.folder / "failed" / f"{job.id}.json"
+            if not self.is_done(job.id) and marker.exists():
+                failed[job.id] = json.loads(marker.read_text())["reason"]
+        pending = [j.id for j in jobs if j.id not in done and j.id not in failed]
+        return {"items": len(jobs), "done": len(done), "failed": failed, "pending": pending,
+                "malformed_lines": problems}
+
+
+# -------------------------------------------------------------------------------- worker
+class Worker:
+    """Runs groups of jobs, loading each model once."""
+
+    def __init__(self, store: Store, device: str | None = None, default_model: str | None = None, rank: int = 0):
+        self.store, self.device, self.default_model, self.rank = store, device, default_model, rank
+        self.run_id = uuid.uuid4().hex  # recorded in each commit: a finished item is never computed again
+        self._cache: dict[tuple, object] = {}
+
+    def cached(self, key: tuple, build):
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def model(self, name: str | None):
+        from regionedit.models import load_model
+
+        name = name or self.default_model
+        if name is None:
+            raise RegionEditError("no model: give 'model' in the manifest line or --model")
+        return self.cached(("model", name), lambda: load_model(name, device=self.device))
+
+    def run_group(self, group: list[Job]) -> None:
+        pending = [job for job in group if not self.store.is_done(job.id)]
+        if not pending:
+            return
+        started = time.perf_counter()
+        try:
+            results = getattr(self, f"_run_{group[0].method}")(group)
+        except Exception as exc:  # noqa: BLE001 - one bad item must not stop the batch
+            reason = str(exc).splitlines()[0] if isinstance(exc, RegionEditError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, RegionEditError) and os.environ.get("REGIONEDIT_DEBUG"):
+                traceback.print_exc()
+            for job in pending:
+                self.store.fail(job, reason, self.rank)
+            return
+        seconds = (time.perf_counter() - started) / len(group)
+        for job, outputs in zip(group, results, strict=True):
+            if job in pending:
+                for suffix, (image, recipe) in outputs.items():
+                    save_png(image, self.store.output(job.id, suffix), recipe)
+                files = [self.store.output(job.id, s).name for s in outputs]
+                self.store.commit(job, {"seconds": round(seconds, 4), "files": files, "run": self.run_id}, self.rank)
+
+    # One function per method: a group of jobs → per job {suffix: (PIL image, recipe)}.
+    def _image(self, job: Job):
+        return load_image(job.image).image
+
+    def _run_zone(self, group: list[Job]) -> list[dict]:
+        from regionedit.methods import zone
+        from regionedit.segment_everything import load_segment_everything
+
+        model = self.model(group[0].model)
+        params = dict(group[0].params)
+        second_name = params.pop("model2", zone.partner_of(model.name))
+        second = None if second_name in (None, "none") else self.model(second_name)
+        segmenter = self.cached(("segmenter", params.get("segmenter", "classical")),
+                                lambda: load_segment_everything(params.pop("segmenter", "classical"), model.device))
+        params.pop("segmenter", None)
+        outputs = zone.edit_many(model, [self._image(j) for j in group], [j.fields["instruction"] for j in group],
+                                 second_model=second, segmenter=segmenter, seeds=[j.seed for j in group],
+                                 progress=False, **params)
+        results = []
+        for job, out in zip(group, outputs, strict=True):
+            recipe = {**out.recipe, "input": job.image.name, "id": job.id}
+            mask = Image.fromarray((out.final_mask[0, 0].numpy() * 255).astype(np.uint8))
+            results.append({"": (out.image, recipe), ".mask": (mask, recipe), ".layer": (out.layer, recipe)})
+        return results
+
+    def _run_rdm(self, group: list[Job]) -> list[dict]:
+        from regionedit.masks import box_mask, load_mask
+        from regionedit.methods import rdm
+        from regionedit.segment import companions, load_clip, load_segmenter
+
+        (job,) = group
+        model = self.model(job.model)
+        image = self._image(job)
+        params = dict(job.params)
+        segmenter_name, clip_name = companions(model.name)
+        mask = None
+        if "mask" in job.fields:
+            mask_path = Path(job.fields["mask"])
+            mask = load_mask(str(mask_path if mask_path.is_absolute() else job.image.parent / mask_path), image.size).mask
+        elif "box" in job.fields:
+            mask = box_mask(tuple(job.fields["box"]), image.size)
+        segmenter = None if mask is not None else self.cached(("segmenter", segmenter_name), lambda: load_segmenter(segmenter_name, model.device))
+        clip_name = params.pop("clip", clip_name)
+        clip = None if clip_name == "none" else self.cached(("clip", clip_name), lambda: load_clip(clip_name, model.device))
+        out = rdm.edit(model, image, job.fields["target"], locate=job.fields.get("locate"), mask=mask, segmenter=segmenter,
+                       clip=clip, seed=job.seed, progress=False, **params)
+        recipe = {**out.recipe, "input": job.image.name, "id": job.id}
+        mask_image = Image.fromarray((out.mask[0, 0].numpy() * 255).astype(np.uint8))
+        return [{"": (out.image, recipe), ".mask": (mask_image, recipe)}]
+
+    def _run_ddpm(self, group: list[Job]) -> list[dict]:
+        from regionedit.core.inversion import invert
+        from regionedit.methods import ddpm_edit
+
+        (job,) = group
+        model = self.model(job.model)
+        params = dict(job.params)
+        inversion = invert(model, self._image(job), prompt=job.fields.get("source_prompt"),
+                           guidance_scale=params.pop("source_cfg", 3.5), num_inference_steps=params.pop("steps", 100),
+                           seed=job.seed, progress=False)
+        out = ddpm_edit.edit(model, inversion, job.fields["target_prompt"], guidance_scale=params.pop("target_cfg", 15.0),
+                             progress=False, **params)
+        return [{"": (out.image, {**out.recipe, "input": job.image.name, "id": job.id})}]
+
+    def _run_rbe(self, group: list[Job]) -> list[dict]:
+        from regionedit.methods.directions import Directions
+        from regionedit.methods.hspace_edit import (
+            h_shape,
+            sample_with_direction,
+            start_from_image,
+            to_pixels,
+        )
+
+        (job,) = group
+        model = self.model(job.model)
+        path = Path(job.fields["directions"])
+        directions = self.cached(("directions", str(path)), lambda: Directions.load(path if path.is_absolute() else job.image.parent / path))
+        start = start_from_image(model, self._image(job), timestep=directions.timestep,
+                                 num_inference_steps=directions.num_inference_steps, seed=job.seed)
+        directions.check_compatible(model.name, h_shape(model, start) if directions.space == "h" else tuple(start.x_t.shape[1:]))
+        sample = sample_with_direction(model, start, directions.vector(int(job.fields.get("index", 0))),
+                                       float(job.fields.get("strength", 30.0)), directions.space, seed=job.seed, **job.params)
+        from regionedit.images import tensor_to_pil
+
+        recipe = {"method": directions.method, "model": model.name, "input": job.image.name, "id": job.id,
+                  "index": job.fields.get("index", 0), "strength": job.fields.get("strength", 30.0)}
+        return [{"": (tensor_to_pil(to_pixels(model, start, sample)[0] * 2 - 1), recipe)}]
+
+    _run_jica = _run_rbe
+
+
+# -------------------------------------------------------------------------------- engines
+def _state():
+    """accelerate's process state. Without a GPU it must be told to use the CPU (gloo backend),
+    otherwise processes started by ``accelerate launch --multi_gpu`` each believe they are alone."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _rank_and_size() -> tuple[int, int]:
+    state = _state()
+    return state.process_index, state.num_processes
+
+
+def run_local(manifest: str | Path, out: str | Path, device: str | None = None, batch_size: int = 8,
+              default_model: str | None = None, progress: bool = True, log=print) -> dict:
+    """One process, or one of ``accelerate launch --num_processes N`` (each takes every N-th group)."""
+    from tqdm.auto import tqdm
+
+    jobs, problems = read_manifest(manifest)
+    state = _state()
+    rank, world = state.process_index, state.num_processes
+    if world > 1 and device is None:
+        device = str(state.device)  # one GPU per process where there are GPUs
+    store = Store(out)
+    if rank == 0:
+        for problem in problems:
+            log(f"regionedit: note: {manifest}: {problem} (skipped)")
+    groups = [g for g in make_groups(jobs, batch_size) if any(not store.is_done(j.id) for j in g)]
+    mine = groups[rank::world]
+    worker = Worker(store, device, default_model, rank)
+    for group in tqdm(mine, disable=not progress or rank != 0, desc="batch", unit="group"):
+        worker.run_group(group)
+    if world > 1:
+        state.wait_for_everyone()
+    summary = store.summary(jobs, problems)
+    if rank == 0:
+        atomic_write(Path(out) / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    return summary
+
+
+class _RayWorker:
+    """A Ray actor: models are loaded once per actor and reused for every group it runs."""
+
+    def __init__(self, out: str, device: str | None, default_model: str | None):
+        self.worker = Worker(Store(out), device, default_model, rank=os.getpid())
+
+    def __call__(self, batch: dict) -> dict:
+        for payload in batch["jobs"]:
+            self.worker.run_group([Job(**{**j, "image": Path(j["image"])}) for j in json.loads(payload)])
+        return {"group": batch["group"]}
+
+
+def run_ray(manifest: str | Path, out: str | Path, device: str | None = None, batch_size: int = 8,
+            default_model: str | None = None, workers: int = 2, log=print) -> dict:
+    """The same groups as :func:`run_local`, as a Ray Data job over ``workers`` actors."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise RegionEditError("--engine ray needs Ray: pip install 'regionedit[ray]'") from None
+    jobs, problems = read_manifest(manifest)
+    for problem in problems:
+        log(f"regionedit: note: {manifest}: {problem} (skipped)")
+    store = Store(out)
+    groups = [g for g in make_groups(jobs, batch_size) if any(not store.is_done(j.id) for j in g)]
+    if groups:
+        started_here = not ray.is_initialized()
+        if started_here:
+            env = {k: v for k, v in os.environ.items() if k.startswith(("HF_", "REGIONEDIT_", "TRANSFORMERS_"))}
+            ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+        try:
+            items = [{"group": i, "jobs": json.dumps([{**j.__dict__, "image": str(j.image)} for j in g])}
+                     for i, g in enumerate(groups)]
+            dataset = ray.data.from_items(items).map_batches(
+                _RayWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
+                fn_constructor_args=(str(Path(out).resolve()), device, default_model))
+            dataset.take_all()
+        finally:
+            if started_here:
+                ray.shutdown()
+    summary = store.summary(jobs, problems)
+    atomic_write(Path(out) / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    return summary
+
+
+def output_tensor(path: Path) -> torch.Tensor:
+    """An output PNG as a tensor in [0, 1] (tests and benchmarks compare outputs with it)."""
+    with Image.open(path) as image:
+        return (pil_to_tensor(image.convert("RGB")) + 1) / 2

@@ -1,0 +1,129 @@
+"""`regionedit batch`: manifests, atomic resumable outputs, accelerate (2 processes), kill/resume, Ray."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from regionedit.batch import make_groups, read_manifest, run_local
+from regionedit.images import save_png, tensor_to_pil
+from regionedit.toyworld.scenes import generate_edits
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("batch")
+    edits = generate_edits(list(range(40, 50)))
+    lines = []
+    for i in range(10):
+        save_png(tensor_to_pil(edits.source.images[i] * 2 - 1), folder / f"img{i}.png")
+        lines.append({"id": f"z{i}", "method": "zone", "image": f"img{i}.png", "instruction": edits.instruction[i],
+                      "model": "tiny/ip2p", "seed": i, "params": {"num_inference_steps": 4}})
+    lines.append({"id": "r0", "method": "rdm", "image": "img0.png", "target": "a blue ball", "box": [10, 10, 30, 30],
+                  "model": "tiny/sd", "params": {"num_inference_steps": 3, "clip_guidance_scale": 0}})
+    lines.append({"id": "d0", "method": "ddpm", "image": "img1.png", "source_prompt": "a scene",
+                  "target_prompt": "a red scene", "model": "tiny/sd", "params": {"steps": 8, "skip": 2}})
+    text = "\n".join(json.dumps(line) for line in lines)
+    text += "\n{oops\n" + json.dumps({"id": "x", "method": "paint", "image": "img0.png"})
+    text += "\n" + json.dumps({"id": "z0", "method": "zone", "image": "img0.png", "instruction": "again"})
+    text += "\n" + json.dumps({"id": "y", "method": "zone", "image": "missing.png", "instruction": "a"}) + "\n"
+    path = folder / "manifest.jsonl"
+    path.write_text(text)
+    return path
+
+
+def command(manifest: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "regionedit.cli", "batch", str(manifest), "--out", str(out), "--batch-size", "3", "-q", *extra]
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((folder / "outputs").glob("*.png"))}
+
+
+@pytest.fixture(scope="module")
+def reference(manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    result = subprocess.run(command(manifest, out), env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_malformed_lines_are_reported_with_numbers_and_skipped(manifest, reference):
+    jobs, problems = read_manifest(manifest)
+    assert len(jobs) == 12
+    assert [p.split(":")[0] for p in problems] == ["line 13", "line 14", "line 15", "line 16"]
+    assert "not valid JSON" in problems[0] and "unknown method" in problems[1]
+    assert "duplicate id 'z0'" in problems[2] and "image not found" in problems[3]
+    out, result = reference
+    assert "line 13: not valid JSON" in result.stderr and "12/12 done" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["done"] == 12 and summary["failed"] == {} and len(summary["malformed_lines"]) == 4
+
+
+def test_groups_are_fixed_by_the_manifest(manifest):
+    jobs, _ = read_manifest(manifest)
+    groups = make_groups(jobs, 3)
+    assert [[j.id for j in g] for g in groups] == [["z0", "z1", "z2"], ["z3", "z4", "z5"], ["z6", "z7", "z8"], ["z9"],
+                                                   ["r0"], ["d0"]]
+
+
+def test_a_rerun_redoes_nothing(manifest, reference, tmp_path):
+    out, _ = reference
+    before = {p.name: p.read_text() for p in (out / "done").glob("*.json")}
+    summary = run_local(manifest, out, progress=False, log=lambda m: None)
+    assert summary["done"] == 12 and {p.name: p.read_text() for p in (out / "done").glob("*.json")} == before
+
+
+def test_two_accelerate_processes_do_each_item_exactly_once(manifest, reference, tmp_path):
+    out = tmp_path / "two"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "regionedit.cli", "batch", str(manifest),
+              "--out", str(out), "--batch-size", "3", "-q"]
+    result = subprocess.run(launch, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    entries = [json.loads(line) for log in (out / "logs").glob("*.jsonl") for line in log.read_text().splitlines()]
+    done = [e["id"] for e in entries if e["status"] == "done"]
+    assert sorted(done) == sorted(set(done)) and len(done) == 12
+    workers = {json.loads(p.read_text())["worker"] for p in (out / "done").glob("*.json")}
+    assert workers == {0, 1}
+    assert outputs(out) == outputs(reference[0])  # same groups, same threads: the same bytes
+
+
+def test_killed_five_times_and_resumed(manifest, reference, tmp_path):
+    out = tmp_path / "killed"
+    rng = random.Random(7)
+    committed: dict[str, str] = {}
+    for _ in range(5):
+        process = subprocess.Popen(command(manifest, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+        time.sleep(rng.uniform(2.0, 6.0))
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        markers = {p.stem: p.read_text() for p in (out / "done").glob("*.json")} if (out / "done").exists() else {}
+        for job_id, text in committed.items():
+            assert markers[job_id] == text  # a finished item is never computed again
+        committed = markers
+    result = subprocess.run(command(manifest, out), env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "12/12 done" in result.stdout
+    for job_id, text in committed.items():
+        assert (out / "done" / f"{job_id}.json").read_text() == text
+    assert outputs(out) == outputs(reference[0])
+
+
+def test_ray_engine(manifest, reference, tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    result = subprocess.run(command(manifest, out, "--engine", "ray", "--workers", "2"), env=ENV, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "12/12 done" in result.stdout
+    assert len(list((out / "logs").glob("worker-*.jsonl"))) == 2  # models loaded once per actor, two actors
+    assert outputs(out) == outputs(reference[0])
