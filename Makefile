@@ -4,10 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 BASE := $(VENV)/.installed-base
+APP := $(VENV)/.installed-app
 TEST := $(VENV)/.installed-test
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE := 1
+export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: setup demo test test-all lock clean
+.PHONY: setup demo serve test test-all lock clean
 
 $(BASE): pyproject.toml requirements/base.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +19,22 @@ $(BASE): pyproject.toml requirements/base.txt
 	$(PIP) install --no-deps -e .
 	touch $@
 
-$(TEST): $(BASE) requirements/test.txt
+$(APP): $(BASE) requirements/app.txt
+	$(PIP) install -r requirements/app.txt
+	touch $@
+
+$(TEST): $(APP) requirements/test.txt
 	$(PIP) install -r requirements/test.txt
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 	touch $@
 
 setup: $(BASE)
 
 demo: $(BASE)
 	$(BIN)/regionedit demo
+
+serve: $(APP)
+	$(BIN)/regionedit serve
 
 test: $(TEST)
 	$(BIN)/python -m pytest -m "not slow"

@@ -442,6 +442,20 @@ def cmd_batch(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise RegionEditError("the web editor needs Gradio: pip install 'regionedit[app]' (or run `make serve`)") from None
+    from regionedit.app import serve
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        _note(f"serving on {args.host}: anyone who can reach this address can use the editor")
+    print(f"regionedit editor on http://{args.host}:{args.port} (Ctrl+C to stop)")
+    serve(args.host, args.port, args.out)
+    return 0
+
+
 def cmd_models(args) -> int:
     from regionedit.models.loading import embedded_models
     from regionedit.models.tiny import TINY_BUILDERS
@@ -735,6 +749,12 @@ def build_parser() -> argparse.ArgumentParser:
     batch_parser.add_argument("--model", help="model for lines that name none")
     batch_parser.add_argument("--device", default="auto")
     batch_parser.set_defaults(func=cmd_batch)
+
+    serve_parser = commands.add_parser("serve", parents=[common], help="the web editor (Gradio) on this machine")
+    serve_parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve_parser.add_argument("--port", type=int, default=7860)
+    serve_parser.add_argument("--out", help="folder for the results (default: a new temporary folder)")
+    serve_parser.set_defaults(func=cmd_serve)
 
     models = commands.add_parser("models", parents=[common], help="list embedded and tiny models; how to use hub ids and folders")
     models.add_argument("--json", action="store_true")

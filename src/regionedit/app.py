@@ -1,0 +1,355 @@
+"""`regionedit serve`: a local Gradio editor for every method.
+
+Upload an image or pick a sample, draw a mask with the brush (or give a box, a positioning text or
+an instruction), pick a method and its parameters, and get the result beside the input, with the
+PNG, the mask and the RGBA layer to download. ZONE keeps a multi-turn history with undo; RBE/JICA
+discover directions once and then follow a strength slider; the DDPM inversion of an image is
+reused across edits of it.
+
+Hygiene: binds 127.0.0.1 unless told otherwise; uploads above ``MAX_UPLOAD_MB`` or ``MAX_SIDE``
+pixels per side are refused with a message; only files in the app's own output folder are served;
+every output is PNG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from regionedit.errors import RegionEditError  # noqa: E402
+from regionedit.images import save_png, tensor_to_pil, to_rgb  # noqa: E402
+
+MAX_UPLOAD_MB = 20
+MAX_SIDE = 2048
+
+
+def default_models() -> dict[str, str]:
+    """Embedded toy models when this installation has them, else the tiny random ones."""
+    from regionedit.models.loading import embedded_models
+
+    embedded = embedded_models()
+    if "toy/scenes-instruct" in embedded:
+        return {"zone": "toy/scenes-instruct", "rdm": "toy/scenes-t2i", "ddpm": "toy/scenes-t2i", "directions": "toy/faces-ddpm"}
+    return {"zone": "tiny/ip2p", "rdm": "tiny/sd", "ddpm": "tiny/sd", "directions": "tiny/pixel-ddpm"}
+
+
+def samples() -> dict[str, Image.Image]:
+    from regionedit.toyworld.faces import generate_faces
+    from regionedit.toyworld.scenes import generate_scenes
+
+    scenes, faces = generate_scenes([5, 8, 13]), generate_faces([3, 11])
+    found = {f"toy scene {i + 1}": tensor_to_pil(scenes.images[i] * 2 - 1) for i in range(3)}
+    found |= {f"toy face {i + 1}": tensor_to_pil(faces.images[i] * 2 - 1) for i in range(2)}
+    return found
+
+
+@dataclass
+class Workspace:
+    """What the app keeps between calls: loaded models, inversions, directions, output folder."""
+
+    out: Path
+    models: dict = field(default_factory=dict)
+    inversions: dict = field(default_factory=dict)
+
+    def model(self, name: str):
+        from regionedit.models import load_model
+
+        name = (name or "").strip()
+        if not name:
+            raise RegionEditError("give a model: a hub id, a local folder, toy/… or tiny/… (see `regionedit models`)")
+        if name not in self.models:
+            self.models[name] = load_model(name)
+        return self.models[name]
+
+    def companion(self, kind: str, model_name: str):
+        from regionedit.segment import companions, load_clip, load_segmenter
+
+        name = companions(model_name)[0 if kind == "segmenter" else 1]
+        key = (kind, name)
+        if key not in self.models:
+            self.models[key] = (load_segmenter if kind == "segmenter" else load_clip)(name)
+        return self.models[key]
+
+    def save(self, image: Image.Image, label: str, recipe: dict | None = None) -> str:
+        path = self.out / f"{time.strftime('%Y%m%d-%H%M%S')}-{time.perf_counter_ns() % 10**6:06d}-{label}.png"
+        save_png(image, path, recipe)
+        return str(path)
+
+
+# ----------------------------------------------------------------------------------- inputs
+def image_and_mask(value) -> tuple[Image.Image, torch.Tensor | None]:
+    """The editor's value → (RGB image, 1×1×H×W mask of the brush strokes, or None)."""
+    if value is None or value.get("background") is None:
+        raise RegionEditError("upload an image first (or pick a sample)")
+    background = value["background"]
+    if max(background.size) > MAX_SIDE:
+        raise RegionEditError(f"image too large: {background.size[0]}×{background.size[1]}; the limit is {MAX_SIDE} px per side")
+    image = to_rgb(background).image
+    mask = None
+    for layer in value.get("layers") or []:
+        if layer is None:
+            continue
+        alpha = np.asarray(layer.convert("RGBA").resize(image.size, Image.Resampling.NEAREST))[..., 3] > 0
+        if alpha.any():
+            strokes = torch.from_numpy(alpha).float().view(1, 1, image.size[1], image.size[0])
+            mask = strokes if mask is None else torch.maximum(mask, strokes)
+    return image, mask
+
+
+def load_upload(ws: Workspace, path: str | None):
+    """A file from the uploader: read and checked on the server, then put into the editor."""
+    from regionedit.images import load_image
+
+    if not path:
+        raise RegionEditError("no file received")
+    size_mb = Path(path).stat().st_size / 2**20
+    if size_mb > MAX_UPLOAD_MB:
+        raise RegionEditError(f"file too large: {size_mb:.1f} MB; the limit is {MAX_UPLOAD_MB} MB")
+    loaded = load_image(path)
+    if max(loaded.image.size) > MAX_SIDE:
+        raise RegionEditError(f"image too large: {loaded.image.size[0]}×{loaded.image.size[1]}; the limit is {MAX_SIDE} px per side")
+    note = "; ".join(n.split(": ", 1)[-1] for n in loaded.notes)
+    message = f"loaded {loaded.image.size[0]}×{loaded.image.size[1]}" + (f" ({note})" if note else "")
+    return {"background": loaded.image, "layers": [], "composite": loaded.image}, message
+
+
+def image_key(image: Image.Image) -> str:
+    return hashlib.sha256(np.asarray(image).tobytes()).hexdigest()[:16]
+
+
+def mask_image(mask: torch.Tensor) -> Image.Image:
+    return Image.fromarray((mask[0, 0].cpu().numpy() > 0.5).astype(np.uint8) * 255)
+
+
+# --------------------------------------------------------------------------------- handlers
+def run_rdm(ws: Workspace, value, locate: str, target: str, box: str, model_name: str, threshold: float, steps: int,
+            clip_scale: float):
+    from regionedit.masks import box_mask
+    from regionedit.methods import rdm
+
+    image, drawn = image_and_mask(value)
+    mask = drawn
+    if mask is None and box and box.strip():
+        try:
+            mask = box_mask(tuple(float(v) for v in box.split(",")), image.size)
+        except ValueError:
+            raise RegionEditError(f"box must be x0,y0,x1,y1 in pixels, got {box!r}") from None
+    model = ws.model(model_name)
+    segmenter = ws.companion("segmenter", model.name) if mask is None else None
+    clip = ws.companion("clip", model.name) if clip_scale > 0 else None
+    out = rdm.edit(model, image, target, locate=locate or None, mask=mask, segmenter=segmenter, clip=clip,
+                   num_inference_steps=int(steps), threshold=threshold, clip_guidance_scale=clip_scale, progress=True)
+    files = [ws.save(out.image, "rdm", out.recipe), ws.save(mask_image(out.mask), "rdm-mask")]
+    return out.image, mask_image(out.mask), files, f"RDM: '{locate or 'mask'}' → '{target}'"
+
+
+def run_zone(ws: Workspace, value, instruction: str, model_name: str, steps: int, single: bool, history: list):
+    from regionedit.methods import zone
+
+    image, _ = image_and_mask(value)
+    key = image_key(image)
+    history = [turn for turn in (history or []) if turn["base"] == key]
+    current = history[-1]["image"] if history else image
+    model = ws.model(model_name)
+    second = None if single else ws.model(zone.partner_of(model.name))
+    out = zone.edit(model, current, instruction, second_model=second, num_inference_steps=int(steps), progress=True)
+    files = [ws.save(out.image, "zone", out.recipe), ws.save(mask_image(out.final_mask), "zone-mask"),
+             ws.save(out.layer, "zone-layer", out.recipe)]
+    history = history + [{"base": key, "image": out.image, "instruction": instruction}]
+    notes = f" — {'; '.join(out.recipe['notes'])}" if out.recipe["notes"] else ""
+    return out.image, mask_image(out.final_mask), files, history_text(history) + notes, history
+
+
+def undo_zone(history: list):
+    history = list(history or [])
+    if not history:
+        raise RegionEditError("nothing to undo")
+    history.pop()
+    image = history[-1]["image"] if history else None
+    return image, history_text(history), history
+
+
+def history_text(history: list) -> str:
+    if not history:
+        return "no ZONE turns yet"
+    return "ZONE turns: " + " → ".join(f"{i + 1}. {turn['instruction']}" for i, turn in enumerate(history))
+
+
+def run_ddpm(ws: Workspace, value, source_prompt: str, target_prompt: str, skip: int, target_cfg: float, steps: int,
+             model_name: str):
+    from regionedit.core.inversion import invert
+    from regionedit.methods import ddpm_edit
+
+    image, _ = image_and_mask(value)
+    model = ws.model(model_name)
+    key = (image_key(image), model.name, source_prompt, int(steps))
+    reused = key in ws.inversions
+    if not reused:
+        ws.inversions[key] = invert(model, image, prompt=source_prompt if model.is_text_conditional else None,
+                                    num_inference_steps=int(steps), seed=0, max_side=model.native_resolution)
+    out = ddpm_edit.edit(model, ws.inversions[key], target_prompt if model.is_text_conditional else None,
+                         guidance_scale=target_cfg, skip=int(skip))
+    files = [ws.save(out.image, "ddpm", out.recipe)]
+    return out.image, None, files, f"DDPM edit ({'inversion reused' if reused else 'image inverted'})"
+
+
+@dataclass
+class DirectionsState:
+    key: tuple
+    start: object
+    directions: object
+
+
+def discover_directions(ws: Workspace, value, method: str, regions: str, model_name: str, iterations: int):
+    from regionedit.masks import load_mask
+    from regionedit.methods import jica, rbe
+    from regionedit.methods.hspace_edit import start_from_image
+
+    image, drawn = image_and_mask(value)
+    masks, names = ([drawn], ["brush"]) if drawn is not None else ([], [])
+    for spec in [s.strip() for s in (regions or "").split(";") if s.strip()]:
+        masks.append(load_mask(spec, image.size).mask)
+        names.append(spec)
+    model = ws.model(model_name)
+    start = start_from_image(model, image, max_side=model.native_resolution)
+    if method == "rbe":
+        if len(masks) != 1:
+            raise RegionEditError(f"RBE takes one region (brush strokes or one spec), got {len(masks)}")
+        found = rbe.discover(model, start, masks[0], region_name=names[0], max_iterations=int(iterations))
+    else:
+        found = jica.discover(model, start, masks, region_names=names, max_iterations=int(iterations))
+    state = DirectionsState((image_key(image), model.name), start, found)
+    choices = [f"{i}: {label}" for i, label in enumerate(found.labels)]
+    return state, choices, f"{method.upper()}: {len(found)} directions in {found.report['seconds']} s"
+
+
+def apply_direction(ws: Workspace, state: DirectionsState | None, choice: str, strength: float, model_name: str):
+    from regionedit.methods.hspace_edit import sample_with_direction, to_pixels
+
+    if state is None:
+        raise RegionEditError("discover directions first")
+    model = ws.model(model_name)
+    index = int(str(choice).split(":")[0]) if choice else 0
+    sample = sample_with_direction(model, state.start, state.directions.vector(index), float(strength), state.directions.space)
+    result = tensor_to_pil(to_pixels(model, state.start, sample)[0] * 2 - 1)
+    recipe = {"method": state.directions.method, "index": index, "strength": strength, "model": model.name}
+    return result, None, [ws.save(result, "direction", recipe)], f"direction {index}, strength {strength:+g}"
+
+
+# ------------------------------------------------------------------------------------- page
+def build(out: str | Path | None = None):
+    import gradio as gr
+
+    ws = Workspace(Path(out or tempfile.mkdtemp(prefix="regionedit-app-")))
+    ws.out.mkdir(parents=True, exist_ok=True)
+    defaults, sample_images = default_models(), samples()
+
+    def guarded(fn):
+        def call(*args, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - gradio's documented idiom
+            try:
+                return fn(ws, *args)
+            except RegionEditError as exc:
+                raise gr.Error(str(exc)) from None
+        return call
+
+    with gr.Blocks(title="regionedit") as page:
+        gr.Markdown("## regionedit: local, region-aware image editing\nDraw a mask with the brush, or say where and what.")
+        with gr.Row():
+            with gr.Column():
+                editor = gr.ImageMask(label="input (brush = mask)", type="pil", format="png", image_mode="RGB",
+                                      elem_id="input-editor", sources=("upload", "clipboard"),
+                                      brush=gr.Brush(colors=["#ff00ff"], default_size=8))
+                with gr.Row():
+                    upload = gr.File(label="upload an image file (checked on the server)", type="filepath",
+                                     file_types=["image"], elem_id="upload-file")
+                    sample = gr.Dropdown(list(sample_images), value=None, label="or pick a sample", elem_id="sample")
+            with gr.Column():
+                result = gr.Image(label="result", type="pil", format="png", interactive=False, elem_id="result", height=320)
+                mask_out = gr.Image(label="mask", type="pil", format="png", interactive=False, elem_id="mask-out", height=160)
+                files = gr.File(label="downloads (PNG, mask, RGBA layer)", file_count="multiple", elem_id="downloads")
+                status = gr.Markdown(elem_id="status")
+        sample.change(lambda name: sample_images.get(name), sample, editor)
+        upload.upload(guarded(load_upload), upload, [editor, status])
+        history = gr.State([])
+        directions = gr.State(None)
+        with gr.Tabs():
+            with gr.Tab("ZONE (instruction)", id="zone", elem_id="tab-zone"):
+                instruction = gr.Textbox(label="instruction", placeholder="make the ball blue", elem_id="zone-instruction")
+                zone_model = gr.Textbox(defaults["zone"], label="instruct model")
+                with gr.Row():
+                    zone_steps = gr.Slider(2, 50, 20, step=1, label="steps", elem_id="zone-steps")
+                    single = gr.Checkbox(False, label="single model (no fusion)")
+                with gr.Row():
+                    apply = gr.Button("apply", variant="primary", elem_id="zone-apply")
+                    undo = gr.Button("undo", elem_id="zone-undo")
+            with gr.Tab("RDM (locate + target)", id="rdm", elem_id="tab-rdm"):
+                with gr.Row():
+                    locate = gr.Textbox(label="positioning text (or draw / box)", placeholder="the ball", elem_id="rdm-locate")
+                    target = gr.Textbox(label="target text", placeholder="a blue ball", elem_id="rdm-target")
+                box = gr.Textbox(label="box x0,y0,x1,y1 (pixels; optional)", elem_id="rdm-box")
+                rdm_model = gr.Textbox(defaults["rdm"], label="text-to-image model")
+                with gr.Row():
+                    threshold = gr.Slider(1, 254, 150, step=1, label="mask threshold K (0..255)")
+                    rdm_steps = gr.Slider(2, 100, 50, step=1, label="steps", elem_id="rdm-steps")
+                    clip_scale = gr.Slider(0, 500, 150, step=10, label="CLIP guidance scale")
+                rdm_run = gr.Button("run RDM", variant="primary", elem_id="rdm-run")
+            with gr.Tab("DDPM noise space (prompts)", id="ddpm", elem_id="tab-ddpm"):
+                with gr.Row():
+                    source_prompt = gr.Textbox(label="source prompt", placeholder="a photo of a horse", elem_id="ddpm-source")
+                    target_prompt = gr.Textbox(label="target prompt", placeholder="a photo of a zebra", elem_id="ddpm-target")
+                ddpm_model = gr.Textbox(defaults["ddpm"], label="model")
+                with gr.Row():
+                    skip = gr.Slider(0, 99, 36, step=1, label="skip", elem_id="ddpm-skip")
+                    target_cfg = gr.Slider(0, 30, 15, step=0.5, label="target CFG")
+                    ddpm_steps = gr.Slider(10, 200, 100, step=10, label="steps", elem_id="ddpm-steps")
+                ddpm_run = gr.Button("edit", variant="primary", elem_id="ddpm-run")
+            with gr.Tab("RBE / JICA (directions)", id="directions", elem_id="tab-directions"):
+                with gr.Row():
+                    method = gr.Radio(["rbe", "jica"], value="rbe", label="method")
+                    regions = gr.Textbox(label="regions besides the brush: face:eyes; face:mouth; x0,y0,x1,y1",
+                                         elem_id="dir-regions")
+                dir_model = gr.Textbox(defaults["directions"], label="pixel or latent DDPM")
+                iterations = gr.Slider(2, 100, 50, step=1, label="max iterations", elem_id="dir-iterations")
+                discover = gr.Button("discover", variant="primary", elem_id="dir-discover")
+                choice = gr.Dropdown([], label="direction", elem_id="dir-choice")
+                strength = gr.Slider(-60, 60, 30, step=1, label="strength γ", elem_id="dir-strength")
+
+        outputs = [result, mask_out, files, status]
+        apply.click(guarded(run_zone), [editor, instruction, zone_model, zone_steps, single, history],
+                    [result, mask_out, files, status, history])
+        undo.click(guarded(lambda _ws, h: undo_zone(h)), [history], [result, status, history])
+        rdm_run.click(guarded(run_rdm), [editor, locate, target, box, rdm_model, threshold, rdm_steps, clip_scale], outputs)
+        ddpm_run.click(guarded(run_ddpm), [editor, source_prompt, target_prompt, skip, target_cfg, ddpm_steps, ddpm_model],
+                       outputs)
+
+        def discovered(*args):
+            state, labels, message = guarded(discover_directions)(*args)
+            return state, gr.Dropdown(choices=labels, value=labels[0] if labels else None), message
+
+        discover.click(discovered, [editor, method, regions, dir_model, iterations], [directions, choice, status])
+        for trigger in (strength.release, choice.change):
+            trigger(guarded(apply_direction), [directions, choice, strength, dir_model], outputs)
+    page.workspace = ws
+    return page
+
+
+def serve(host: str = "127.0.0.1", port: int = 7860, out: str | None = None, prevent_thread_lock: bool = False):
+    page = build(out)
+    page.queue(default_concurrency_limit=1)
+    import gradio as gr
+
+    # System fonts: the default theme would fetch Google Fonts, and the page must work offline.
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    return page.launch(server_name=host, server_port=port, share=False, max_file_size=f"{MAX_UPLOAD_MB}mb",
+                       ssr_mode=False, show_error=True, prevent_thread_lock=prevent_thread_lock, quiet=True,
+                       allowed_paths=[], footer_links=[], theme=theme)

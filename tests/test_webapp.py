@@ -1,0 +1,183 @@
+"""The web editor, driven in headless Chromium (Debian's chromium, Playwright; no browser download)."""
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from regionedit.images import tensor_to_pil
+from regionedit.toyworld.scenes import generate_scenes
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--disable-quic"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    out = tmp_path_factory.mktemp("app-out")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio"))}
+    process = subprocess.Popen([sys.executable, "-m", "regionedit.cli", "serve", "--port", str(port), "--out", str(out)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            assert process.poll() is None, process.stdout.read()
+            time.sleep(0.5)
+    yield url, out
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(server[0])
+    page.wait_for_selector("#input-editor")
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def scene_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("scene") / "scene.png"
+    tensor_to_pil(generate_scenes([5]).images[0] * 2 - 1).save(path)
+    return path
+
+
+def upload(page, path):
+    page.locator("#upload-file input[type=file]").set_input_files(str(path))
+    page.wait_for_function("document.querySelector('#status').innerText.includes('loaded')", timeout=30000)
+
+
+def result_image(page, previous: str | None = None) -> Image.Image:
+    page.wait_for_function(
+        "prev => { const img = document.querySelector('#result img'); return img && img.src && img.src !== prev; }",
+        arg=previous, timeout=120000)
+    src = page.locator("#result img").get_attribute("src")
+    return Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")
+
+
+def set_slider(page, elem_id: str, value: int):
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def toasts(page) -> str:
+    page.wait_for_selector(".toast-body", timeout=30000)
+    return " ".join(t.inner_text() for t in page.locator(".toast-body").all())
+
+
+def test_rdm_edit_changes_only_inside_the_box(page, scene_file):
+    upload(page, scene_file)
+    page.get_by_role("tab", name="RDM (locate + target)").click()
+    page.locator("#rdm-target textarea").fill("a blue ball")
+    page.locator("#rdm-box textarea").fill("10,12,40,44")
+    set_slider(page, "rdm-steps", 5)
+    page.locator("#rdm-run").click()
+    output = np.asarray(result_image(page)).astype(int)
+    original = np.asarray(Image.open(scene_file).convert("RGB")).astype(int)
+    inside = np.zeros(original.shape[:2], bool)
+    inside[12:44, 10:40] = True
+    assert output.shape == original.shape
+    assert np.array_equal(output[~inside], original[~inside])  # outside the box: the input, pixel for pixel
+    assert np.abs(output[inside] - original[inside]).max() > 10
+    assert page.locator("#downloads a").count() >= 2  # the PNG and its mask
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "webapp-rdm.png"), full_page=True)
+
+
+def test_zone_turns_and_undo(page, scene_file):
+    upload(page, scene_file)
+    page.get_by_role("tab", name="ZONE (instruction)").click()
+    page.locator("#zone-instruction textarea").fill("make the ball blue")
+    set_slider(page, "zone-steps", 3)
+    page.locator("#zone-apply").click()
+    first = result_image(page)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('1. make the ball blue')")
+    page.locator("#zone-instruction textarea").fill("remove the tree")
+    page.locator("#zone-apply").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('2. remove the tree')", timeout=120000)
+    assert page.locator("#downloads a").count() == 3  # PNG, mask, RGBA layer
+    page.locator("#zone-undo").click()
+    page.wait_for_function("!document.querySelector('#status').innerText.includes('2. remove')", timeout=30000)
+    assert first.size == (64, 64)
+    page.screenshot(path=str(ARTIFACTS / "webapp-zone.png"), full_page=True)
+
+
+def test_ddpm_reuses_the_inversion_and_directions_follow_the_slider(page, scene_file):
+    upload(page, scene_file)
+    page.get_by_role("tab", name="DDPM noise space (prompts)").click()
+    page.locator("#ddpm-source textarea").fill("a scene")
+    page.locator("#ddpm-target textarea").fill("a red scene")
+    set_slider(page, "ddpm-steps", 10)
+    set_slider(page, "ddpm-skip", 3)
+    page.locator("#ddpm-run").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('image inverted')", timeout=120000)
+    page.locator("#ddpm-run").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('inversion reused')", timeout=120000)
+    page.get_by_role("tab", name="RBE / JICA (directions)").click()
+    page.locator("#dir-regions textarea").fill("face:eyes")
+    set_slider(page, "dir-iterations", 3)
+    page.locator("#dir-discover").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('RBE: 3 directions')", timeout=120000)
+    before = page.locator("#result img").get_attribute("src") if page.locator("#result img").count() else None
+    set_slider(page, "dir-strength", 20)
+    page.locator("#dir-strength input[type=range]").dispatch_event("pointerup")
+    assert result_image(page, before).size == (32, 32)  # tiny/pixel-ddpm works at its native 32²
+
+
+def test_bad_uploads_show_a_message_and_the_server_stays_up(page, server, tmp_path):
+    bad = tmp_path / "not-an-image.png"
+    bad.write_text("hello, I am text")
+    page.locator("#upload-file input[type=file]").set_input_files(str(bad))
+    assert "cannot read image" in toasts(page)
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (3000, 2100), (9, 9, 9)).save(huge)
+    page.reload()
+    page.wait_for_selector("#input-editor")
+    page.locator("#upload-file input[type=file]").set_input_files(str(huge))
+    assert "image too large: 3000×2100" in toasts(page)
+    assert urllib.request.urlopen(server[0], timeout=5).status == 200
+
+
+def test_only_its_own_files_are_served(server):
+    for path in ("gradio_api/file=/etc/passwd", "file=/etc/passwd", f"gradio_api/file={Path(__file__).resolve()}"):
+        try:
+            status = urllib.request.urlopen(server[0] + path, timeout=5).status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        assert status in (403, 404), path
