@@ -42,8 +42,10 @@ def run_demo(out: str | Path = "demo-output", progress: bool = True, log=print) 
             _rbe_row(folder, log), _rdm_row(folder, progress, log), _zone_row(folder, progress, log)]
     intro = (
         f"PLUMBING DEMO (regionedit {__version__}): the embedded toy-world models are not shipped yet, so "
-        "these runs use tiny randomly initialised models of the real architectures and a scikit-image "
-        "sample photo. Reconstructions are exact; the edited pictures are what random networks draw. "
+        "these runs use tiny randomly initialised models of the real architectures on a scikit-image "
+        "sample photo and toy-world images: the edit-friendly DDPM noise space, RBE, RDM and ZONE. "
+        "Reconstructions are exact and masks are respected to the pixel; the edited pictures are what "
+        "random networks draw. "
         f"Total time {time.perf_counter() - start:.1f} s."
     )
     path = write_gallery(folder, "regionedit demo", intro, rows)

@@ -56,19 +56,15 @@ def tiny_pixel_ddpm(seed: int = 0, sample_size: int = 32) -> dict:
     return _seeded(build, seed)
 
 
+def _tiny_text_config(tokenizer) -> dict:
+    return dict(vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+
+
 def _tiny_text_encoder(tokenizer) -> CLIPTextModel:
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TEXT_DIM,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=tokenizer.model_max_length,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return CLIPTextModel(config)
+    return CLIPTextModel(CLIPTextConfig(**_tiny_text_config(tokenizer)))
 
 
 def _tiny_vae() -> AutoencoderKL:
@@ -160,13 +156,6 @@ def tiny_ip2p_b(seed: int = 1) -> dict:
 def tiny_sd_inpaint(seed: int = 0) -> dict:
     """Stable-Diffusion-inpainting-shaped: a 9-channel UNet input (x_t ‖ mask ‖ masked-image latents)."""
     return _tiny_latent_text_model(unet_in_channels=9, seed=seed)
-
-
-def _tiny_text_config(tokenizer) -> dict:
-    return dict(vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length,
-                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id)
 
 
 def tiny_clip(seed: int = 0) -> dict:
