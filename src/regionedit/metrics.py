@@ -148,6 +148,14 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+def clip_pixels(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images in [0, 1] → CLIP's input: resized to size×size (bicubic, antialiased), normalised."""
+    images = F.interpolate(_images(images), size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    mean = torch.tensor(CLIP_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.clamp(0, 1) - mean) / std
+
+
 def _pooled(output) -> torch.Tensor:
     """transformers 5 returns an output object from get_*_features; older versions a tensor."""
     return output if isinstance(output, torch.Tensor) else output.pooler_output
@@ -169,13 +177,9 @@ class ClipScorer:
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Unit image embeddings, differentiable with respect to the images (for guidance)."""
-        images = _images(images).to(self.device)
-        images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bicubic", antialias=True,
-                               align_corners=False).clamp(0, 1)
-        mean = torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
+        pixels = clip_pixels(_images(images).to(self.device), self.image_size)
         dtype = next(self.model.parameters()).dtype
-        features = _pooled(self.model.get_image_features(pixel_values=((images - mean) / std).to(dtype)))
+        features = _pooled(self.model.get_image_features(pixel_values=pixels.to(dtype)))
         return F.normalize(features.float(), dim=-1)
 
     @torch.no_grad()

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from regionedit.errors import RegionEditError
 from regionedit.masks import dilate
-from regionedit.metrics import CLIP_MEAN, CLIP_STD
+from regionedit.metrics import clip_pixels
 
 DEFAULT_THRESHOLD = 150
 COMPANIONS = {  # the default segmenter and CLIP for a family of diffusion models
@@ -48,10 +48,7 @@ class TextSegmenter:
     @torch.no_grad()
     def scores(self, image: torch.Tensor, text: str) -> torch.Tensor:
         """1×1×H×W sigmoid scores × 255 at the image's size (image 1×3×H×W in [0, 1])."""
-        pixels = F.interpolate(image.float().to(self.device), size=(self.size, self.size), mode="bicubic",
-                               antialias=True, align_corners=False).clamp(0, 1)
-        pixels = (pixels - torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)) / torch.tensor(
-            CLIP_STD, device=self.device).view(1, 3, 1, 1)
+        pixels = clip_pixels(image.float().to(self.device), self.size)
         tokens = self.tokenizer([text], padding="max_length", truncation=True,
                                 max_length=self.model.config.text_config.max_position_embeddings, return_tensors="pt")
         logits = self.model(input_ids=tokens.input_ids.to(self.device), attention_mask=tokens.attention_mask.to(self.device),
