@@ -111,3 +111,13 @@ def test_16_bit_colour_png_is_reduced_with_a_note(tmp_path):
     loaded = load_image(_png16_rgb(tmp_path / "rgb16.png"))
     assert loaded.image.getpixel((0, 0)) == (156, 156, 156)  # 40000 / 65535 · 255
     assert any("16 bits per channel" in n for n in loaded.notes)
+
+
+def test_atomic_outputs_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    path = save_png(Image.new("RGB", (2, 2)), tmp_path / "mode.png")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

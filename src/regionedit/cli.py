@@ -456,6 +456,20 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _model_status(folder: Path) -> str:
+    """One line from a model's card: its quality bar met, or preliminary with the measured figure."""
+    from regionedit.bench.toymodels import BARS
+
+    card = folder / "card.json"
+    evaluation = json.loads(card.read_text()).get("evaluation", {}) if card.exists() else {}
+    figure, minimum = BARS.get(f"toy/{folder.name}", (None, None))
+    if evaluation.get("meets_bar") is True:
+        return "meets its quality bar (card.json)"
+    if evaluation.get("meets_bar") is False:
+        return f"PRELIMINARY: {figure} {evaluation.get(figure)} < {minimum} (card.json); train further with --resume"
+    return "not yet measured (regionedit bench toymodels)"
+
+
 def cmd_models(args) -> int:
     from regionedit.models.loading import embedded_models
     from regionedit.models.tiny import TINY_BUILDERS
@@ -466,7 +480,7 @@ def cmd_models(args) -> int:
         print(json.dumps({"embedded": embedded, "tiny": tiny}, indent=2))
         return 0
     print("Embedded toy-world models (offline, shipped in the package):")
-    print("\n".join(f"  {n}" for n in embedded) or "  none in this version")
+    print("\n".join(f"  {n:26s} {_model_status(Path(path))}" for n, path in embedded.items()) or "  none in this version")
     print("Tiny random models (built on first use, for tests and benchmarks; outputs are noise):")
     for name, doc in tiny.items():
         print(f"  {name:18s} {doc}")
@@ -510,10 +524,13 @@ def cmd_toyworld_export(args) -> int:
 
 
 def cmd_toyworld_train(args) -> int:
+    from regionedit.toyworld.models import Speed
     from regionedit.toyworld.train import train
 
     train(args.name, out=args.out, steps=args.steps, device=None if args.device == "auto" else str(_device(args)),
-          smoke=args.smoke, log=None if args.quiet else print)
+          smoke=args.smoke, log=None if args.quiet else print, weights=args.weights, batch=args.batch,
+          minutes=args.minutes, workers=args.workers, resume=args.resume,
+          speed=Speed(args.pool, args.refresh_every, args.compile))
     return 0
 
 
@@ -571,7 +588,35 @@ def cmd_bench_batch(args) -> int:
     from regionedit.bench.batch import bench_batch
 
     processes = tuple(int(p) for p in _pair(args.processes, "--processes", 0, int))
-    print(write_json(bench_batch(processes, args.n, args.model, args.steps, args.batch_size), args.json))
+    print(write_json(bench_batch(processes, args.n, args.model, args.steps, args.batch_size, args.method), args.json))
+    return 0
+
+
+def cmd_bench_training(args) -> int:
+    from regionedit.bench import write_json
+    from regionedit.bench.training import bench_training
+
+    print(write_json(bench_training(_device(args), args.batch, args.repeats, args.compile), args.json))
+    return 0
+
+
+def cmd_bench_toymodels(args) -> int:
+    from regionedit.bench import write_json
+    from regionedit.bench.toymodels import bench_toymodels
+    from regionedit.models.loading import WEIGHTS_DIR, embedded_models
+
+    names = args.names or [n for n in ("toy/scenes-clip", "toy/scenes-clipseg", "toy/faces-ddpm", "toy/scenes-t2i",
+                                       "toy/scenes-instruct", "toy/scenes-instruct-remove")
+                           if (WEIGHTS_DIR / n.split("/")[1]).exists()]
+    if not names:
+        raise RegionEditError(f"no embedded toy models in this installation (embedded: {', '.join(embedded_models()) or 'none'})")
+    device = None if args.device == "auto" else str(_device(args))
+    result = bench_toymodels(names, device, args.n)
+    if args.update_cards:
+        from regionedit.bench.toymodels import update_cards
+
+        update_cards(result)
+    print(write_json(result, args.json))
     return 0
 
 
@@ -813,12 +858,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch_bench = benches.add_parser("batch", parents=[common], help="items per second of `regionedit batch`, 1 vs N processes")
     batch_bench.add_argument("--processes", default="1,2")
-    batch_bench.add_argument("--n", type=int, default=32, help="ZONE edits in the manifest")
-    batch_bench.add_argument("--model", default="tiny/ip2p")
-    batch_bench.add_argument("--steps", type=int, default=20)
-    batch_bench.add_argument("--batch-size", type=int, default=4)
+    batch_bench.add_argument("--method", choices=("zone", "rbe"), default="zone",
+                             help="zone: toy-scene instructions; rbe: eye directions on toy faces")
+    batch_bench.add_argument("--n", type=int, default=32, help="edits in the manifest")
+    batch_bench.add_argument("--model", help="default: tiny/ip2p (zone), toy/faces-ddpm (rbe)")
+    batch_bench.add_argument("--steps", type=int, default=20, help="ZONE sampling steps")
+    batch_bench.add_argument("--batch-size", type=int, default=4, help="ZONE edits sampled together")
     batch_bench.add_argument("--json", help="write the result to this file")
     batch_bench.set_defaults(func=cmd_bench_batch)
+
+    training_bench = benches.add_parser("training", parents=[common], help="time of a training step of each toy model")
+    training_bench.add_argument("--batch", type=int, default=256)
+    training_bench.add_argument("--repeats", type=int, default=5)
+    training_bench.add_argument("--compile", action="store_true", help="also time the steps with torch.compile")
+    training_bench.add_argument("--device", default="auto")
+    training_bench.add_argument("--json", help="write the result to this file")
+    training_bench.set_defaults(func=cmd_bench_training)
+
+    toy_bench = benches.add_parser("toymodels", parents=[common], help="the quality bars of the embedded toy models")
+    toy_bench.add_argument("names", nargs="*", help="toy/… models (default: every one present)")
+    toy_bench.add_argument("--n", type=int, help="samples per measurement (default: each bar's own)")
+    toy_bench.add_argument("--device", default="auto")
+    toy_bench.add_argument("--json", help="write the result to this file")
+    toy_bench.add_argument("--update-cards", action="store_true", help="write each measurement into the model's card.json")
+    toy_bench.set_defaults(func=cmd_bench_toymodels)
 
     speed = benches.add_parser("toyworld", parents=[common], help="toy-world rendering speed (images per second)")
     speed.add_argument("--n", type=int, default=2000, help="images per world")
@@ -847,12 +910,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--split", default="benchmark", choices=("train", "validation", "benchmark"))
     export.add_argument("--size", type=int, default=64)
     export.set_defaults(func=cmd_toyworld_export)
-    train = toys.add_parser("train", parents=[common], help="reproduce an embedded network (probe-faces, probe-scenes)")
+    train = toys.add_parser("train", parents=[common], help="reproduce an embedded network: probe-faces, probe-scenes, "
+                            "scenes-clip, scenes-clipseg, faces-ddpm, scenes-t2i, scenes-instruct, scenes-instruct-remove")
     train.add_argument("name")
     train.add_argument("--steps", type=int, help="training steps (default: the documented setting)")
     train.add_argument("--out", help="output folder (default: the package's weights folder)")
     train.add_argument("--device", default="auto")
     train.add_argument("--smoke", action="store_true", help="a few steps only, to check the pipeline")
+    train.add_argument("--weights", help="folder of the prerequisite models (default: the package's weights)")
+    train.add_argument("--batch", type=int, help="batch size (default: the documented setting)")
+    train.add_argument("--minutes", type=float, help="stop after this much wall-clock time, if the steps are not done first")
+    train.add_argument("--resume", action="store_true", help="start from the weights already in the output folder")
+    train.add_argument("--pool", type=int, default=0, help="diffusion models: draw batches from a refreshing pool of N rendered examples")
+    train.add_argument("--refresh-every", type=int, default=4, help="with --pool: render one fresh batch every K steps")
+    train.add_argument("--compile", action="store_true", help="run the forward pass through torch.compile")
+    train.add_argument("--workers", type=int, help="data worker processes (default: 2 on a GPU, 0 on the CPU)")
     train.set_defaults(func=cmd_toyworld_train)
     return parser
 

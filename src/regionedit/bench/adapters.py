@@ -85,13 +85,14 @@ class InstructBaseline:
         self.settings = (num_inference_steps, guidance_scale, image_guidance_scale, seed)
 
     def edit(self, items: Sequence[BenchItem]) -> list[MethodOutput]:
+        """All items in one batched sampling run (each image's noise from the seed alone, so the
+        result of an item does not depend on its batch)."""
         from regionedit.methods.zone import fused_sampling
 
         steps, text, image_guidance, seed = self.settings
-        outputs = []
-        for item in items:
-            pixels, fit = self.model.fit_image(item.image.unsqueeze(0))
-            sample, _ = fused_sampling(self.model, None, [item.instruction], pixels, torch.zeros(1), steps, text,
-                                       image_guidance, 0.0, [seed], None, False)
-            outputs.append(MethodOutput(((fit.crop(self.model.decode(sample)) + 1) / 2)[0].cpu()))
-        return outputs
+        fitted = [self.model.fit_image(item.image.unsqueeze(0)) for item in items]
+        pixels = torch.cat([p for p, _ in fitted])
+        sample, _ = fused_sampling(self.model, None, [item.instruction for item in items], pixels, torch.zeros(len(items)),
+                                   steps, text, image_guidance, 0.0, [seed] * len(items), None, False)
+        edited = (self.model.decode(sample) + 1) / 2
+        return [MethodOutput(fit.crop(edited[i : i + 1])[0].cpu()) for i, (_, fit) in enumerate(fitted)]

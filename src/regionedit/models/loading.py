@@ -40,10 +40,16 @@ def cache_dir() -> Path:
 
 
 def embedded_models() -> dict[str, Path]:
-    """Embedded toy models present in this installation, by name."""
+    """Embedded toy models present in this installation, by name: diffusers pipelines and
+    transformers models (CLIP, CLIPSeg); the probes are not models one loads by name."""
     if not WEIGHTS_DIR.is_dir():
         return {}
-    return {f"toy/{p.parent.name}": p.parent for p in sorted(WEIGHTS_DIR.glob("*/model_index.json"))}
+    found = {}
+    for folder in sorted(p for p in WEIGHTS_DIR.iterdir() if p.is_dir()):
+        config = folder / "config.json"
+        if (folder / "model_index.json").exists() or (config.exists() and "model_type" in json.loads(config.read_text())):
+            found[f"toy/{folder.name}"] = folder
+    return found
 
 
 def tiny_model_path(name: str) -> Path:
@@ -69,11 +75,11 @@ def tiny_model_path(name: str) -> Path:
 def resolve(name: str) -> tuple[str, str]:
     """Where ``name`` lives: ("folder", path) or ("hub", repo id)."""
     if name.startswith("toy/"):
-        folder = WEIGHTS_DIR / name.split("/", 1)[1]
-        if not (folder / "config.json").exists() and not (folder / "model_index.json").exists():
-            known = ", ".join(embedded_models()) or "none in this version"
+        embedded = embedded_models()
+        if name not in embedded:
+            known = ", ".join(embedded) or "none in this version"
             raise RegionEditError(f"unknown embedded model {name!r} (embedded models: {known})")
-        return "folder", str(folder)
+        return "folder", str(embedded[name])
     if name.startswith("tiny/"):
         if name not in TINY_BUILDERS:
             raise RegionEditError(f"unknown tiny model {name!r} (tiny models: {', '.join(TINY_BUILDERS)})")
@@ -108,6 +114,21 @@ def load_model(
     except (OSError, ValueError, KeyError) as exc:
         raise RegionEditError(loader.explain(name, exc)) from None
     return DiffusionModel(**components, name=name, device=device, dtype=dtype)
+
+
+def load_text_encoder(location: str | Path, subfolder: str | None = None, whole_clip: bool = False, **kwargs) -> CLIPTextModel:
+    """A CLIP text encoder. ``whole_clip``: the folder holds a whole CLIP (the toy scene models link
+    to ``scenes-clip``, stored once), so the vision tower's weights are expected to go unused and
+    transformers' report of them is silenced."""
+    from transformers.utils import logging as transformers_logging
+
+    level = transformers_logging.get_verbosity()
+    if whole_clip:
+        transformers_logging.set_verbosity_error()
+    try:
+        return CLIPTextModel.from_pretrained(location, subfolder=subfolder or "", **kwargs)
+    finally:
+        transformers_logging.set_verbosity(level)
 
 
 class _ComponentLoader:
@@ -153,9 +174,8 @@ class _ComponentLoader:
         if "vae" in index:
             components["vae"] = AutoencoderKL.from_pretrained(self.location, subfolder="vae", **self.diffusers_kwargs)
         if "text_encoder" in index:
-            components["text_encoder"] = CLIPTextModel.from_pretrained(
-                self.location, subfolder="text_encoder", **self.transformers_kwargs
-            )
+            shared = (self.read_json("text_encoder/config.json") or {}).get("model_type") == "clip"
+            components["text_encoder"] = load_text_encoder(self.location, "text_encoder", shared, **self.transformers_kwargs)
             components["tokenizer"] = AutoTokenizer.from_pretrained(self.location, subfolder="tokenizer", **self._hub_only())
         return components
 

@@ -64,11 +64,15 @@ class ProbeNet(nn.Module):
         self.hidden = nn.Sequential(nn.Linear(16 * channels[-1], 256), nn.SiLU())
         self.out = nn.Linear(256, sum(h.classes for h in self.heads))
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """images B×3×H×W in [0, 1] (any size; resized to 64) → raw head outputs by name."""
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The 256-d features before the heads (for Fréchet distances between image sets)."""
         if images.shape[-2:] != (64, 64):
             images = F.interpolate(images, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)
-        logits = self.out(self.hidden(self.features(images * 2 - 1)))
+        return self.hidden(self.features(images * 2 - 1))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """images B×3×H×W in [0, 1] (any size; resized to 64) → raw head outputs by name."""
+        logits = self.out(self.embed(images))
         return dict(zip([h.name for h in self.heads], logits.split([h.classes for h in self.heads], dim=1), strict=True))
 
 

@@ -205,6 +205,20 @@ def describe_object(kind: int, colour: int) -> str:
     return f"{article(COLOURS[colour])} {COLOURS[colour]} {KINDS[kind]}"
 
 
+def scene_objects(params: dict, i: int) -> list[dict]:
+    """The objects of scene i of ``params``, left to right: slot, kind, colour. (Reads single items:
+    keep ``params`` on the CPU where many are read, e.g. in a training stream.)"""
+    slots = [s for s in range(SLOTS) if params["present"][i, s]]
+    slots.sort(key=lambda s: float(params["x"][i, s]))
+    return [{"slot": s, "kind": KINDS[int(params["kind"][i, s])], "colour": COLOURS[int(params["colour"][i, s])]} for s in slots]
+
+
+def scene_caption(params: dict, i: int) -> str:
+    names = [f"{article(o['colour'])} {o['colour']} {o['kind']}" for o in scene_objects(params, i)]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1] if names else "nothing"
+    return f"{listed} {GROUND_PHRASE[int(params['ground'][i])]}"
+
+
 @dataclass
 class Scenes:
     """A rendered batch of scenes: parameters, images in [0, 1], labels, optional supports."""
@@ -220,15 +234,10 @@ class Scenes:
 
     def objects(self, i: int) -> list[dict]:
         """The objects of scene i, left to right: slot, kind, colour."""
-        p = self.params
-        slots = [s for s in range(SLOTS) if p["present"][i, s]]
-        slots.sort(key=lambda s: float(p["x"][i, s]))
-        return [{"slot": s, "kind": KINDS[int(p["kind"][i, s])], "colour": COLOURS[int(p["colour"][i, s])]} for s in slots]
+        return scene_objects(self.params, i)
 
     def caption(self, i: int) -> str:
-        names = [f"{article(o['colour'])} {o['colour']} {o['kind']}" for o in self.objects(i)]
-        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1] if names else "nothing"
-        return f"{listed} {GROUND_PHRASE[int(self.params['ground'][i])]}"
+        return scene_caption(self.params, i)
 
     def object_mask(self, slot: torch.Tensor | int) -> torch.Tensor:
         """B×1×H×W float mask of the visible pixels of each image's object in ``slot``."""
@@ -338,10 +347,9 @@ def _plan_edit(params: dict, i: int, u: torch.Tensor, actions: Sequence[str]) ->
     return {"action": action, "slot": slot, "instruction": text, "source_object": source_object, "target_object": target}
 
 
-def generate_edits(
-    seeds: Sequence[int], size: int = 64, device="cpu", actions: Sequence[str] = ACTIONS
-) -> SceneEdits:
-    """A scene and one instruction with its ground truth per seed (deterministic per seed)."""
+def plan_edits(seeds: Sequence[int], actions: Sequence[str] = ACTIONS) -> tuple[dict, dict, list[dict]]:
+    """The CPU half of :func:`generate_edits`: source parameters, target parameters and one plan per
+    seed (action, slot, instruction, source and target object), nothing rendered."""
     unknown = set(actions) - set(ACTIONS)
     if unknown:
         raise RegionEditError(f"unknown action(s) {sorted(unknown)} (actions: {', '.join(ACTIONS)})")
@@ -349,6 +357,14 @@ def generate_edits(
     target_params = {k: v.clone() for k, v in source_params.items()}
     u = uniforms(seeds, 8, stream=2)
     plans = [_plan_edit(target_params, i, u[i], actions) for i in range(len(seeds))]
+    return source_params, target_params, plans
+
+
+def generate_edits(
+    seeds: Sequence[int], size: int = 64, device="cpu", actions: Sequence[str] = ACTIONS
+) -> SceneEdits:
+    """A scene and one instruction with its ground truth per seed (deterministic per seed)."""
+    source_params, target_params, plans = plan_edits(seeds, actions)
     source = render(source_params, size, device, track_support=True, seeds=seeds)
     target = render(target_params, size, device, track_support=True, seeds=seeds)
     slot = torch.tensor([p["slot"] for p in plans], device=source.images.device)
@@ -357,7 +373,7 @@ def generate_edits(
     return SceneEdits(
         source=source, target=target, mask=mask, slot=slot,
         action=[p["action"] for p in plans], instruction=[p["instruction"] for p in plans],
-        source_caption=[source.caption(i) for i in range(len(seeds))],
-        target_caption=[target.caption(i) for i in range(len(seeds))],
+        source_caption=[scene_caption(source_params, i) for i in range(len(seeds))],
+        target_caption=[scene_caption(target_params, i) for i in range(len(seeds))],
         source_object=[p["source_object"] for p in plans], target_object=[p["target_object"] for p in plans],
     )

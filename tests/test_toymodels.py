@@ -1,0 +1,187 @@
+"""The training pipelines of the embedded toy-world models (issue 4), run as smoke tests: every
+model trains for two tiny steps, saves, loads through the regular loaders, runs its method and is
+measured by `regionedit bench toymodels`' functions. (The real runs need a GPU.)"""
+
+import json
+import os
+
+import pytest
+import torch
+
+from regionedit.cli import main
+from regionedit.models import load_model
+from regionedit.segment import load_clip, load_segmenter
+from regionedit.toyworld import models
+from regionedit.toyworld.train import TRAINABLE, weights_size_mb
+
+CHAIN = ["scenes-clip", "scenes-clipseg", "faces-ddpm", "scenes-t2i", "scenes-instruct", "scenes-instruct-remove"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    weights = tmp_path_factory.mktemp("weights")
+    for name in CHAIN:
+        assert main(["toyworld", "train", name, "--smoke", "--weights", str(weights), "-q"]) == 0, name
+    return weights
+
+
+def test_every_model_trains_saves_and_has_a_card(trained):
+    for name in CHAIN:
+        card = json.loads((trained / name / "card.json").read_text())
+        assert card["smoke"] and card["settings"]["steps"] == 2
+        assert card["reproduce"] == f"regionedit toyworld train {name} --steps 2 --batch 4"
+        assert card["evaluation"] and card["hardware"]
+    # The scene diffusion models share scenes-clip's text tower through symlinks: stored once.
+    for name in ("scenes-t2i", "scenes-instruct", "scenes-instruct-remove"):
+        assert os.path.islink(trained / name / "text_encoder") and os.readlink(trained / name / "text_encoder") == "../scenes-clip"
+    clip_mb = weights_size_mb(trained / "scenes-clip")
+    followed = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(trained, followlinks=True) for f in files)
+    # text_encoder and tokenizer of three models link to scenes-clip: six links, no copies
+    assert weights_size_mb(trained) == pytest.approx(followed / 2**20 - 6 * clip_mb, abs=0.01)
+    assert weights_size_mb(trained) < 38  # the embedded set must stay under 40 MB with the probes
+
+
+def test_trained_models_load_and_run_their_methods(trained):
+    from regionedit.methods import rdm, zone
+    from regionedit.toyworld.scenes import generate_edits
+
+    faces = load_model(str(trained / "faces-ddpm"), device="cpu")
+    assert faces.conditioning == "none" and faces.native_resolution == 64
+    t2i = load_model(str(trained / "scenes-t2i"), device="cpu")
+    instruct = load_model(str(trained / "scenes-instruct"), device="cpu")
+    remove = load_model(str(trained / "scenes-instruct-remove"), device="cpu")
+    assert (t2i.conditioning, instruct.conditioning, t2i.is_latent) == ("text", "instruct", False)
+    assert t2i.tokenizer.model_max_length == models.TEXT_LENGTH
+    edits = generate_edits([3], actions=["change_colour"])
+    image = edits.source.images
+    out = zone.edit(instruct, image, edits.instruction[0], second_model=remove, num_inference_steps=2, progress=False)
+    result = (torch.from_numpy(__import__("numpy").asarray(out.image)).permute(2, 0, 1).float() / 255)
+    outside = out.final_mask[0].expand_as(result) == 0
+    assert torch.allclose(result[outside], image[0][outside], atol=1 / 255)
+    segmenter = load_segmenter(str(trained / "scenes-clipseg"), "cpu")
+    clip = load_clip(str(trained / "scenes-clip"), "cpu")
+    located = rdm.edit(t2i, image, edits.target_object[0], locate=edits.source_object[0], segmenter=segmenter, clip=clip,
+                       threshold=1, num_inference_steps=2, progress=False)
+    assert located.image.size == (64, 64)
+
+
+def test_training_needs_its_prerequisites(tmp_path, capsys):
+    assert main(["toyworld", "train", "scenes-t2i", "--smoke", "--weights", str(tmp_path), "-q"]) == 2
+    assert "train it first" in capsys.readouterr().err
+    assert main(["toyworld", "train", "nothing", "--smoke", "-q"]) == 2
+    assert set(CHAIN) <= set(TRAINABLE)
+
+
+def test_toy_vocabulary_covers_captions_and_instructions():
+    from regionedit.toyworld.scenes import generate_edits
+
+    tokenizer = models.toy_tokenizer()
+    edits = generate_edits(list(range(200)))
+    words = {w for text in edits.instruction + edits.source_caption for w in text.replace(",", " ").split()}
+    assert words <= set(models.vocabulary())
+    assert all(len(tokenizer(text).input_ids) <= models.TEXT_LENGTH for text in edits.source_caption)
+
+
+def test_pool_draws_repeatably_and_refreshes():
+    stream = models.FaceStream(4)
+
+    def draws(refresh_every):
+        pool = models.Pool(models.batches(stream, "cpu"), batch=4, size=8, refresh_every=refresh_every, seed=3)
+        start = pool.fields["x0"].clone()
+        out = [next(pool).x0 for _ in range(5)]
+        return start, pool.fields["x0"], out
+
+    start, end, first = draws(2)
+    _, _, second = draws(2)
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))  # seeded: same batches
+    assert not torch.equal(start, end)  # fresh renders replaced some slots
+    pooled = {tuple(row.flatten()[:8].tolist()) for row in start.float()}
+    assert {tuple(row.flatten()[:8].tolist()) for row in first[0]} <= pooled  # the first draw comes from the pool
+    _, never, _ = draws(100)
+    assert torch.equal(start, never)
+
+
+def test_resume_continues_from_the_folder_and_chains_the_history(tmp_path, capsys):
+    weights = tmp_path / "w"
+    assert main(["toyworld", "train", "faces-ddpm", "--resume", "--smoke", "--weights", str(weights), "-q"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert main(["toyworld", "train", "faces-ddpm", "--smoke", "--weights", str(weights), "-q"]) == 0
+    before = load_model(str(weights / "faces-ddpm"), device="cpu").unet.state_dict()
+    assert main(["toyworld", "train", "faces-ddpm", "--resume", "--smoke", "--weights", str(weights), "-q"]) == 0
+    card = json.loads((weights / "faces-ddpm" / "card.json").read_text())
+    assert card["settings"]["steps"] == 4 and len(card["history"]) == 2
+    assert card["reproduce"] == ("regionedit toyworld train faces-ddpm --steps 2 --batch 4 && "
+                                 "regionedit toyworld train faces-ddpm --steps 2 --batch 4 --resume")
+    after = load_model(str(weights / "faces-ddpm"), device="cpu").unet.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # two more steps moved the weights
+
+
+def test_a_checkpoint_notes_its_steps_and_resume_reads_it_first(tmp_path):
+    from regionedit.toyworld.train import _checkpointer, _progress
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "card.json").write_text(json.dumps({"history": [{"steps": 5, "command": "first"}]}))
+    context = {"name": "faces-ddpm", "batch": 8, "folder": folder, "resume": True, "speed": models.Speed(pool=16),
+               "history": [{"steps": 5, "command": "first"}]}
+    saved = []
+    _checkpointer(context, saved.append)("ema", 7)
+    assert saved == ["ema"]
+    progress = _progress(folder)
+    assert [h["steps"] for h in progress["history"]] == [5, 7]
+    assert progress["history"][-1]["command"].endswith("--steps 7 --batch 8 --pool 16 --refresh-every 4 --resume")
+
+
+def test_bars_need_every_action_of_an_instruct_model():
+    from regionedit.bench.toymodels import meets_bar
+
+    assert meets_bar("toy/scenes-clip", {"text_to_image_top1": 0.91}) is True
+    assert meets_bar("toy/faces-ddpm", {"valid_face_share": 0.27}) is False
+    assert meets_bar("toy/scenes-instruct", {"edit_success": {"add": 0.9, "remove": 0.7, "overall": 0.85}}) is False
+    assert meets_bar("toy/scenes-instruct", {"edit_success": {"add": 0.9, "remove": 0.8, "overall": 0.85}}) is True
+    assert meets_bar("toy/scenes-clip", {"error": "x"}) is None
+
+
+def test_bench_training_times_every_model(tmp_path):
+    out = tmp_path / "t.json"
+    assert main(["bench", "training", "--device", "cpu", "--batch", "2", "--repeats", "1", "--json", str(out), "-q"]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["models"]) == {"faces-ddpm", "scenes-t2i", "scenes-instruct", "scenes-clip"}
+    assert all(m["step_s"] > 0 and m["device_half_s"] > 0 for m in result["models"].values())
+
+
+# ------------------------------------------------------------------------- the shipped weights
+def test_shipped_weights_load_offline_within_budget_and_say_what_they_measured(capsys):
+    from regionedit.models.loading import WEIGHTS_DIR, embedded_models
+
+    assert weights_size_mb(WEIGHTS_DIR) <= 40
+    embedded = embedded_models()
+    assert {"toy/scenes-clip", "toy/faces-ddpm"} <= set(embedded)
+    for name, folder in embedded.items():
+        card = json.loads((folder / "card.json").read_text())
+        assert card["evaluation"]["meets_bar"] in (True, False) and "command" in card["evaluation"], name
+    faces = load_model("toy/faces-ddpm", device="cpu")  # the socket guard fails any network use
+    assert faces.native_resolution == 64 and faces.conditioning == "none"
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    for name, folder in embedded.items():
+        met = json.loads((folder / "card.json").read_text())["evaluation"]["meets_bar"]
+        line = next(line for line in listed.splitlines() if line.strip().startswith(name))
+        assert ("PRELIMINARY" in line) == (not met), line
+
+
+def test_shipped_clip_retrieves_benchmark_scenes_from_their_captions():
+    from regionedit.bench.toymodels import eval_clip
+
+    assert eval_clip(load_clip("toy/scenes-clip", "cpu"), 40)["text_to_image_top1"] >= 0.9
+
+
+def test_web_app_defaults_to_the_embedded_models_it_has():
+    pytest.importorskip("gradio")
+    from regionedit.app import DEFAULT_MODELS, default_models
+    from regionedit.models.loading import embedded_models
+
+    embedded, defaults = embedded_models(), default_models()
+    assert defaults["directions"] == "toy/faces-ddpm"
+    for tab, (toy, tiny) in DEFAULT_MODELS.items():
+        assert defaults[tab] == (toy if toy in embedded else tiny)
