@@ -127,3 +127,19 @@ def test_ray_engine(manifest, reference, tmp_path):
     assert "12/12 done" in result.stdout
     assert len(list((out / "logs").glob("worker-*.jsonl"))) == 2  # models loaded once per actor, two actors
     assert outputs(out) == outputs(reference[0])
+
+
+def test_toy_faces_rbe_manifest_runs_and_the_steady_rate_skips_the_first_group(tmp_path):
+    from regionedit.bench.batch import steady_rate, write_rbe_manifest
+
+    path, discovery = write_rbe_manifest(tmp_path, 2, "toy/faces-ddpm", iterations=1)
+    jobs, problems = read_manifest(path)
+    assert not problems and [job.method for job in jobs] == ["rbe", "rbe"] and discovery["timestep"] == 500
+    summary = run_local(path, tmp_path / "out", device="cpu", progress=False, log=lambda *_: None)
+    assert summary["done"] == 2 and not summary["failed"]
+    logs = tmp_path / "rates" / "logs"
+    logs.mkdir(parents=True)
+    # a group of 4 items committed at t = 0, then one item per second until t = 4
+    (logs / "worker-0.jsonl").write_text("".join(json.dumps({"time": t}) + "\n" for t in [0, 0.01, 0.02, 0.03, 1, 2, 3, 4]))
+    span, rate = steady_rate(tmp_path / "rates")
+    assert span == 4 and rate == 1.0

@@ -1,4 +1,4 @@
-"""`regionedit bench inversion` and `regionedit demo` on the tiny models."""
+"""`regionedit bench inversion` and `regionedit demo` (embedded toy faces model and tiny models)."""
 
 import json
 
@@ -8,6 +8,7 @@ from PIL import Image
 
 from regionedit.cli import main
 from regionedit.images import pil_to_tensor, read_recipe
+from regionedit.masks import face_part_mask
 
 
 def test_bench_inversion_tiny_json(tmp_path, capsys):
@@ -26,14 +27,23 @@ def test_bench_inversion_tiny_json(tmp_path, capsys):
 def test_demo_writes_a_labelled_gallery(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "-q"]) == 0
     page = (tmp_path / "index.html").read_text()
-    assert "PLUMBING DEMO" in page and "tiny randomly initialised" in page
+    assert "PLUMBING DEMO" in page and "tiny randomly initialised" in page and "toy/faces-ddpm" in page
     for name in ("ddpm_reconstruction.png", "ddpm_shift.png", "ddpm_tint.png", "sd_edit.png"):
         assert name in page and read_recipe(tmp_path / name)["method"].startswith("ddpm_")
-    assert "rbe_+30.png" in page and "leak_after" in page
+    assert read_recipe(tmp_path / "ddpm_reconstruction.png")["model"] == "toy/faces-ddpm"
+    assert "rbe_0_+30.png" in page and "leak_after" in page
+    assert "jica_individual_mouth_0.png" in page and "jica_joint_0.png" in page
     assert "rdm_output.png" in page and "zone_output.png" in page
     original = pil_to_tensor(Image.open(tmp_path / "ddpm_input.png"))
     reconstruction = pil_to_tensor(Image.open(tmp_path / "ddpm_reconstruction.png"))
     assert (original - reconstruction).abs().max() * 127.5 <= 1.0001
+    # The eye direction found on the toy faces model changes the eyes far more than the rest.
+    eyes = face_part_mask("eyes", (64, 64))[0, 0] > 0
+    change = (pil_to_tensor(Image.open(tmp_path / "rbe_0_+30.png")) - pil_to_tensor(Image.open(tmp_path / "rbe_0_+0.png")))
+    change = change.abs().reshape(-1, 64, 64).mean(0)
+    assert change[eyes].mean() > 10 * change[~eyes].mean(), (change[eyes].mean(), change[~eyes].mean())
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert set(timings["seconds"]) == {"ddpm_faces", "ddpm_text", "rbe", "jica", "rdm", "zone"}
 
 
 @pytest.mark.slow

@@ -157,7 +157,7 @@ def test_ddpm_reuses_the_inversion_and_directions_follow_the_slider(page, scene_
     before = page.locator("#result img").get_attribute("src") if page.locator("#result img").count() else None
     set_slider(page, "dir-strength", 20)
     page.locator("#dir-strength input[type=range]").dispatch_event("pointerup")
-    assert result_image(page, before).size == (32, 32)  # tiny/pixel-ddpm works at its native 32²
+    assert result_image(page, before).size == (64, 64)  # the default, toy/faces-ddpm, works at its native 64²
 
 
 def test_bad_uploads_show_a_message_and_the_server_stays_up(page, server, tmp_path):

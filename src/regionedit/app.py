@@ -33,14 +33,17 @@ MAX_UPLOAD_MB = 20
 MAX_SIDE = 2048
 
 
+# Per tab: the embedded toy model when this installation ships it, else the tiny random one.
+DEFAULT_MODELS = {"zone": ("toy/scenes-instruct", "tiny/ip2p"), "rdm": ("toy/scenes-t2i", "tiny/sd"),
+                  "ddpm": ("toy/scenes-t2i", "tiny/sd"), "directions": ("toy/faces-ddpm", "tiny/pixel-ddpm")}
+
+
 def default_models() -> dict[str, str]:
-    """Embedded toy models when this installation has them, else the tiny random ones."""
+    """Embedded toy models where this installation has them, else the tiny random ones."""
     from regionedit.models.loading import embedded_models
 
     embedded = embedded_models()
-    if "toy/scenes-instruct" in embedded:
-        return {"zone": "toy/scenes-instruct", "rdm": "toy/scenes-t2i", "ddpm": "toy/scenes-t2i", "directions": "toy/faces-ddpm"}
-    return {"zone": "tiny/ip2p", "rdm": "tiny/sd", "ddpm": "tiny/sd", "directions": "tiny/pixel-ddpm"}
+    return {tab: toy if toy in embedded else tiny for tab, (toy, tiny) in DEFAULT_MODELS.items()}
 
 
 def samples() -> dict[str, Image.Image]:
