@@ -168,6 +168,10 @@ def test_shift_translates_the_whole_noise_path(pixel_model):
     assert torch.equal(shifted.xts[..., :-2, 3:], inversion.xts[..., 2:, :-3])
     assert torch.equal(shifted.x0[..., :-2, 3:], inversion.x0[..., 2:, :-3])
     assert not torch.equal(shifted.zs[..., :, :3], inversion.zs[..., :, :3])  # fresh noise enters
+    residual = inversion.schedule.sigma(inversion.eta) == 0  # the last step of a DDPM config (final ᾱ = 1)
+    assert residual.any() and (~residual).any()
+    assert torch.all(shifted.zs[residual][..., :, :3] == 0)  # a residual map gets no noise in the strip
+    assert torch.all(shifted.zs[~residual][..., :, :3] != 0)
     unchanged = ddpm_edit.shift(inversion, 0, 0)
     assert torch.equal(unchanged.zs, inversion.zs)
     with pytest.raises(RegionEditError, match="larger than the sample"):
