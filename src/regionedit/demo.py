@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from skimage import data as skimage_data
 
-from regionedit import __version__
+from regionedit import __version__, metrics
 from regionedit.core.inversion import invert
 from regionedit.gallery import GalleryRow, write_gallery
 from regionedit.images import atomic_write, pil_to_tensor, save_png, tensor_to_pil
@@ -63,9 +63,10 @@ def run_demo(out: str | Path = "demo-output", progress: bool = True, log=print) 
         timings[name] = round(time.perf_counter() - began, 2)
         return result
 
-    rows = [timed("ddpm_faces", lambda: _pixel_ddpm_row(folder, progress, log)),
+    faces_model, faces = load_model(FACES_MODEL, device="cpu"), _toy_faces()
+    rows = [timed("ddpm_faces", lambda: _pixel_ddpm_row(folder, faces_model, faces, progress, log)),
             timed("ddpm_text", lambda: _text_row(folder, photo, progress, log)),
-            *_face_direction_rows(folder, log, timed),
+            *_face_direction_rows(folder, faces_model, faces.images, log, timed),
             timed("rdm", lambda: _rdm_row(folder, progress, log)),
             timed("zone", lambda: _zone_row(folder, progress, log))]
     total = time.perf_counter() - start
@@ -92,10 +93,8 @@ def _toy_faces():
     return generate_faces([FACE_SEED], size=64)
 
 
-def _pixel_ddpm_row(folder: Path, progress: bool, log) -> GalleryRow:
+def _pixel_ddpm_row(folder: Path, model, faces, progress: bool, log) -> GalleryRow:
     log(f"edit-friendly DDPM inversion on {FACES_MODEL} (unconditional pixel DDPM)")
-    model = load_model(FACES_MODEL, device="cpu")
-    faces = _toy_faces()
     face, hair = tensor_to_pil(faces.images[0] * 2 - 1), faces.mask("hair")
     inversion = invert(model, face, num_inference_steps=STEPS, seed=0, progress=progress)
     recon = ddpm_edit.reconstruct(model, inversion, progress=progress)
@@ -139,21 +138,18 @@ def _text_row(folder: Path, photo: Image.Image, progress: bool, log) -> GalleryR
     )
 
 
-def _mean_change(edited: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    """Mean absolute change (0..1 scale) inside and outside a 1×1×H×W mask."""
-    change = (edited - reference).abs().mean(1, keepdim=True)
-    inside = mask > 0
-    return {"inside": round(change[inside].mean().item(), 4), "outside": round(change[~inside].mean().item(), 4)}
+def _mean_change(edited: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, region: str = "inside") -> float:
+    """Mean absolute change (0..1 scale) inside or outside a mask."""
+    return round(metrics.l1(edited, reference, mask, region).item(), 4)
 
 
-def _face_direction_rows(folder: Path, log, timed) -> list[GalleryRow]:
+def _face_direction_rows(folder: Path, model, face: torch.Tensor, log, timed) -> list[GalleryRow]:
     from regionedit.masks import face_part_mask
     from regionedit.methods.hspace_edit import start_from_image
 
-    model = load_model(FACES_MODEL, device="cpu")
-    face = _toy_faces().images
     start = start_from_image(model, face)  # the RBE code's defaults: 40-step DDIM inversion to t = 500
-    eyes, mouth = face_part_mask("eyes", (64, 64)), face_part_mask("mouth", (64, 64))
+    size = tuple(face.shape[-2:])
+    eyes, mouth = face_part_mask("eyes", size), face_part_mask("mouth", size)
     _save_tensor(folder, "face_input.png", face)
     return [timed("rbe", lambda: _rbe_row(folder, model, start, eyes, log)),
             timed("jica", lambda: _jica_row(folder, model, start, eyes, mouth, log))]
@@ -179,7 +175,8 @@ def _rbe_row(folder: Path, model, start, eyes: torch.Tensor, log) -> GalleryRow:
         name = f"rbe_{index}_{strength:+.0f}.png"
         images.append((_save_tensor(folder, name, edited), f"direction {index}, γ = {strength:+.0f}"))
         if strength:
-            changes[f"direction {index}, γ={strength:+.0f}"] = _mean_change(edited, unedited, eyes)
+            changes[f"direction {index}, γ={strength:+.0f}"] = {region: _mean_change(edited, unedited, eyes, region)
+                                                                 for region in ("inside", "outside")}
     report = {k: directions.report[k] for k in ("leak_before", "leak_after", "iterations", "seconds")}
     return GalleryRow(
         f"RBE: local directions for the eyes ({FACES_MODEL}, preliminary)", images,
@@ -204,9 +201,8 @@ def _jica_row(folder: Path, model, start, eyes: torch.Tensor, mouth: torch.Tenso
         index = directions.labels.index(label)
         edited = _edit_along(model, start, directions, index, 30.0)
         images.append((_save_tensor(folder, f"jica_{label.replace(' ', '_')}.png", edited), f"{label}, γ = +30"))
-        changes[label] = {"eyes": _mean_change(edited, unedited, eyes)["inside"],
-                          "mouth": _mean_change(edited, unedited, mouth)["inside"],
-                          "elsewhere": _mean_change(edited, unedited, both)["outside"]}
+        changes[label] = {"eyes": _mean_change(edited, unedited, eyes), "mouth": _mean_change(edited, unedited, mouth),
+                          "elsewhere": _mean_change(edited, unedited, both, "outside")}
     return GalleryRow(
         f"JICA: joint and individual directions of eyes and mouth ({FACES_MODEL}, preliminary)", images,
         {"labels": directions.labels, "max_iterations": DEMO_ITERATIONS, "seconds": directions.report["seconds"],

@@ -88,8 +88,7 @@ def shift(inversion: DDPMInversion, dx: int, dy: int, generator: torch.Generator
 
     x0, every x_t and every noise map move together; the vacated strip of each x_t and map is
     filled with fresh Gaussian noise (zeros in a σ = 0 step's residual map), so the sampler invents
-    new content there. Reconstruct
-    (skip 0) from the result to see the shifted image.
+    new content there. Reconstruct (skip 0) from the result to see the shifted image.
     """
     height, width = inversion.x0.shape[-2:]
     if abs(dx) >= width or abs(dy) >= height:
@@ -103,8 +102,8 @@ def shift(inversion: DDPMInversion, dx: int, dy: int, generator: torch.Generator
     a = inversion.schedule.at(inversion.schedule.alpha_bar, torch.arange(len(inversion.schedule)), inversion.xts)
     xts = _translate(inversion.xts, dx, dy, a.sqrt() * x0 + (1 - a).sqrt() * fresh(inversion.xts))
     # A step with σ = 0 stores the raw residual, not a noise draw: its vacated strip gets none.
-    drawn = (inversion.schedule.sigma(inversion.eta) > 0).to(inversion.zs.dtype).view(-1, 1, 1, 1)
-    zs = _translate(inversion.zs, dx, dy, fresh(inversion.zs) * drawn.to(inversion.zs.device))
+    drawn = (inversion.schedule.sigma(inversion.eta) > 0).view(-1, 1, 1, 1).to(inversion.zs)
+    zs = _translate(inversion.zs, dx, dy, fresh(inversion.zs) * drawn)
     return replace(inversion, x0=x0, xts=xts, zs=zs)
 
 
