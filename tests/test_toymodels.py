@@ -132,7 +132,7 @@ def test_a_checkpoint_notes_its_steps_and_resume_reads_it_first(tmp_path):
     assert progress["history"][-1]["command"].endswith("--steps 7 --batch 8 --pool 16 --refresh-every 4 --resume")
 
 
-def test_bars_need_every_action_of_an_instruct_model():
+def test_bars_need_every_action_and_the_remove_model_must_beat_the_main_one():
     from regionedit.bench.toymodels import meets_bar
 
     assert meets_bar("toy/scenes-clip", {"text_to_image_top1": 0.91}) is True
@@ -140,6 +140,10 @@ def test_bars_need_every_action_of_an_instruct_model():
     assert meets_bar("toy/scenes-instruct", {"edit_success": {"add": 0.9, "remove": 0.7, "overall": 0.85}}) is False
     assert meets_bar("toy/scenes-instruct", {"edit_success": {"add": 0.9, "remove": 0.8, "overall": 0.85}}) is True
     assert meets_bar("toy/scenes-clip", {"error": "x"}) is None
+    remove, main = {"edit_success": {"remove": 0.7}}, {"edit_success": {"remove": 0.6}}
+    assert meets_bar("toy/scenes-instruct-remove", remove, main) is True  # beats the main model on removals
+    assert meets_bar("toy/scenes-instruct-remove", main, remove) is False
+    assert meets_bar("toy/scenes-instruct-remove", remove, None) is None  # nothing to compare with
 
 
 def test_bench_training_times_every_model(tmp_path):

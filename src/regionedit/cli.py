@@ -458,15 +458,18 @@ def cmd_serve(args) -> int:
 
 def _model_status(folder: Path) -> str:
     """One line from a model's card: its quality bar met, or preliminary with the measured figure."""
-    from regionedit.bench.toymodels import BARS
+    from regionedit.bench.toymodels import BARS, MAIN_INSTRUCT, REMOVE_INSTRUCT, card_evaluation
 
-    card = folder / "card.json"
-    evaluation = json.loads(card.read_text()).get("evaluation", {}) if card.exists() else {}
-    figure, minimum = BARS.get(f"toy/{folder.name}", (None, None))
+    evaluation = card_evaluation(folder) or {}
     if evaluation.get("meets_bar") is True:
         return "meets its quality bar (card.json)"
     if evaluation.get("meets_bar") is False:
-        return f"PRELIMINARY: {figure} {evaluation.get(figure)} < {minimum} (card.json); train further with --resume"
+        if f"toy/{folder.name}" == REMOVE_INSTRUCT:
+            shortfall = f"removal success {evaluation['edit_success']['remove']} does not beat {MAIN_INSTRUCT}'s"
+        else:
+            figure, minimum = BARS[f"toy/{folder.name}"]
+            shortfall = f"{figure} {evaluation.get(figure)} < {minimum}"
+        return f"PRELIMINARY: {shortfall} (card.json); train further with --resume"
     return "not yet measured (regionedit bench toymodels)"
 
 
@@ -602,12 +605,10 @@ def cmd_bench_training(args) -> int:
 
 def cmd_bench_toymodels(args) -> int:
     from regionedit.bench import write_json
-    from regionedit.bench.toymodels import bench_toymodels
-    from regionedit.models.loading import WEIGHTS_DIR, embedded_models
+    from regionedit.bench.toymodels import MEASURED, bench_toymodels
+    from regionedit.models.loading import embedded_models
 
-    names = args.names or [n for n in ("toy/scenes-clip", "toy/scenes-clipseg", "toy/faces-ddpm", "toy/scenes-t2i",
-                                       "toy/scenes-instruct", "toy/scenes-instruct-remove")
-                           if (WEIGHTS_DIR / n.split("/")[1]).exists()]
+    names = args.names or [n for n in MEASURED if n in embedded_models()]
     if not names:
         raise RegionEditError(f"no embedded toy models in this installation (embedded: {', '.join(embedded_models()) or 'none'})")
     device = None if args.device == "auto" else str(_device(args))

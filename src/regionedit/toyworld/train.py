@@ -87,9 +87,10 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
         log(f"{name}: evaluation failed: {exc}\n{traceback.format_exc()}")
         evaluation = {"error": f"{type(exc).__name__}: {exc}"}
     else:
-        from regionedit.bench.toymodels import meets_bar
+        from regionedit.bench.toymodels import MAIN_INSTRUCT, card_evaluation, meets_bar
 
-        evaluation["meets_bar"] = meets_bar(f"toy/{name}", evaluation)
+        main = card_evaluation(weights / MAIN_INSTRUCT.split("/")[1])
+        evaluation["meets_bar"] = meets_bar(f"toy/{name}", evaluation, main)
     command = f"regionedit toyworld train {name} --steps {steps_run} --batch {batch}" + _speed_flags(context["speed"]) \
         + (" --resume" if resume else "")
     run = {"steps": steps_run, "batch": batch, "learning_rate": spec["learning_rate"], "device": str(device),
