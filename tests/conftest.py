@@ -35,6 +35,20 @@ def _no_network_and_private_cache(tmp_path_factory):
     socket.socket.connect = _real_connect
 
 
+@pytest.fixture(autouse=True)
+def _seeded_draws():
+    """Every test starts from the same global random state, whatever ran before it (the suite passes
+    in any order: `pytest -p random_order --random-order`)."""
+    import random
+
+    import numpy as np
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
 @pytest.fixture(scope="session")
 def pixel_model():
     from regionedit.models import load_model

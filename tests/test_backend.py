@@ -39,7 +39,7 @@ def test_classifier_free_guidance_is_one_batched_call(sd_model, monkeypatch):
 
 
 def test_instruct_guidance_uses_three_branches(ip2p_model):
-    source = torch.rand(1, 3, 64, 64) * 2 - 1
+    source = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
     x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     image_latents = ip2p_model.encode_source_image(source)
     assert torch.allclose(image_latents, ip2p_model.vae.encode(source).latent_dist.mode())  # unscaled
@@ -50,7 +50,12 @@ def test_instruct_guidance_uses_three_branches(ip2p_model):
     e_uncond = branch(empty, torch.zeros_like(image_latents))
     expected = e_uncond + 7.5 * (e_text - e_image) + 1.5 * (e_image - e_uncond)
     eps = ip2p_model.denoiser("make it blue", 7.5, source_image=source, image_guidance_scale=1.5)(x, 300)
-    assert torch.allclose(eps, expected, atol=1e-5)
+    # The denoiser runs the three branches as one batch of 6, the reference as three batches of 2:
+    # float32 kernels may round each ε̂ differently by ~1e-6·|ε̂|, and the guidance sums the three with
+    # weights whose absolute values add up to 1 + 2·7.5 + 2·1.5 = 19, so the error bound is 19× that.
+    amplification = 1 + 2 * 7.5 + 2 * 1.5
+    tolerance = amplification * 1e-6 * float(expected.abs().max()) * 4  # ×4: a few roundings per UNet output
+    assert torch.allclose(eps, expected, rtol=0, atol=max(tolerance, 1e-6))
     with pytest.raises(RegionEditError, match="source image"):
         ip2p_model.denoiser("make it blue", 7.5)
 

@@ -2,11 +2,9 @@
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -97,25 +95,83 @@ def test_two_accelerate_processes_do_each_item_exactly_once(manifest, reference,
     assert outputs(out) == outputs(reference[0])  # same groups, same threads: the same bytes
 
 
+# Deterministic faults: (variable, N) kills the process without clean-up at a fixed point of each run.
+FAULTS = [("REGIONEDIT_FAULT_IN_WRITE", 1), ("REGIONEDIT_FAULT_AFTER_COMMITS", 2), ("REGIONEDIT_FAULT_IN_WRITE", 2),
+          ("REGIONEDIT_FAULT_AFTER_COMMITS", 3), ("REGIONEDIT_FAULT_AFTER_COMMITS", 1)]
+
+
 def test_killed_five_times_and_resumed(manifest, reference, tmp_path):
     out = tmp_path / "killed"
-    rng = random.Random(7)
     committed: dict[str, str] = {}
-    for _ in range(5):
-        process = subprocess.Popen(command(manifest, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   start_new_session=True)
-        time.sleep(rng.uniform(2.0, 6.0))
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    for variable, count in FAULTS:
+        result = subprocess.run(command(manifest, out), env={**ENV, variable: str(count)}, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
         markers = {p.stem: p.read_text() for p in (out / "done").glob("*.json")} if (out / "done").exists() else {}
         for job_id, text in committed.items():
             assert markers[job_id] == text  # a finished item is never computed again
+        assert len(markers) > len(committed) or variable == "REGIONEDIT_FAULT_IN_WRITE"
+        assert not list((out / "outputs").glob(".*"))  # no half-written file left under a real name or a temp one
+        for png in (out / "outputs").glob("*.png"):
+            assert png.read_bytes() == (reference[0] / "outputs" / png.name).read_bytes()  # complete, or absent
         committed = markers
     result = subprocess.run(command(manifest, out), env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "12/12 done" in result.stdout
     for job_id, text in committed.items():
         assert (out / "done" / f"{job_id}.json").read_text() == text
     assert outputs(out) == outputs(reference[0])
+
+
+def test_a_bad_item_fails_alone_with_its_own_reason(tmp_path):
+    edits = generate_edits(list(range(60, 63)))
+    lines = [{"id": "bad", "method": "zone", "image": "broken.png", "instruction": "make the ball red", "model": "tiny/ip2p",
+              "params": {"num_inference_steps": 2}}]
+    (tmp_path / "broken.png").write_bytes(b"not a png at all")
+    for i in range(3):
+        save_png(tensor_to_pil(edits.source.images[i] * 2 - 1), tmp_path / f"ok{i}.png")
+        lines.append({**lines[0], "id": f"ok{i}", "image": f"ok{i}.png", "instruction": edits.instruction[i]})
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps(line) for line in lines))
+    assert [[j.id for j in g] for g in make_groups(read_manifest(manifest)[0], 4)] == [["bad", "ok0", "ok1", "ok2"]]
+    summary = run_local(manifest, tmp_path / "out", device="cpu", batch_size=4, progress=False, log=lambda *_: None)
+    assert summary["done"] == 3 and list(summary["failed"]) == ["bad"]
+    assert "broken.png" in summary["failed"]["bad"]
+    assert all((tmp_path / "out" / "done" / f"ok{i}.json").exists() for i in range(3))
+
+
+def test_each_item_keeps_its_own_parameters(tmp_path):
+    from regionedit.images import read_recipe
+
+    edits = generate_edits(list(range(70, 74)))
+    lines = []
+    for i in range(4):
+        save_png(tensor_to_pil(edits.source.images[i] * 2 - 1), tmp_path / f"i{i}.png")
+        lines.append({"id": f"s{i}", "method": "zone", "image": f"i{i}.png", "instruction": edits.instruction[i],
+                      "model": "tiny/ip2p", "params": {"num_inference_steps": 2 + i % 2}})
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps(line) for line in lines))
+    groups = make_groups(read_manifest(manifest)[0], 8)
+    assert [[j.id for j in g] for g in groups] == [["s0", "s2"], ["s1", "s3"]]
+    summary = run_local(manifest, tmp_path / "out", device="cpu", progress=False, log=lambda *_: None)
+    assert summary["done"] == 4
+    for i in range(4):
+        assert read_recipe(tmp_path / "out" / "outputs" / f"s{i}.png")["num_inference_steps"] == 2 + i % 2
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"num_inference_steps": -5}, "params.num_inference_steps must be in [1, 1000]"),
+    ({"evil": 1}, "unknown params.evil for method zone"),
+    ({"guidance_scale": "high"}, "params.guidance_scale must be float"),
+    ({"num_inference_steps": 2.5}, "params.num_inference_steps must be int"),
+    ({"eta": 1e309}, "params.eta must be a finite number"),
+])
+def test_bad_params_are_reported_with_their_line(tmp_path, params, message):
+    save_png(tensor_to_pil(generate_edits([1]).source.images[0] * 2 - 1), tmp_path / "a.png")
+    good = {"id": "a", "method": "zone", "image": "a.png", "instruction": "make the ball red"}
+    (tmp_path / "m.jsonl").write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": "b", "params": params}) + "\n")
+    jobs, problems = read_manifest(tmp_path / "m.jsonl")
+    assert [j.id for j in jobs] == ["a"] and len(problems) == 1
+    assert problems[0].startswith("line 2: ") and message in problems[0], problems
 
 
 def test_ray_engine(manifest, reference, tmp_path):

@@ -121,3 +121,56 @@ def test_atomic_outputs_get_the_usual_file_mode(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def bomb_png(path, side: int = 20000) -> None:
+    """A valid PNG header claiming side×side pixels, with (almost) no data: a few bytes on disk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def test_decompression_bombs_are_refused_in_one_line(tmp_path, monkeypatch):
+    from regionedit.cli import main
+
+    bomb = tmp_path / "bomb.png"
+    bomb_png(bomb)
+    assert bomb.stat().st_size < 200
+    with pytest.raises(RegionEditError, match=r"400,000,000 pixels, above the limit of 67,108,864"):
+        load_image(bomb)
+    assert main(["edit", "zone", str(bomb), "make the ball red", "--model", "tiny/ip2p", "-o", str(tmp_path / "o.png")]) == 2
+    small = tmp_path / "small.png"
+    Image.new("RGB", (40, 30)).save(small)
+    monkeypatch.setenv("REGIONEDIT_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(RegionEditError, match="40×30 = 1,200 pixels, above the limit of 1,000"):
+        load_image(small)
+
+
+def test_exif_orientation_is_applied_with_a_note(tmp_path):
+    array = np.zeros((10, 20, 3), dtype=np.uint8)
+    array[:, :5] = 255  # a white strip on the left of a 20-wide, 10-high picture
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view"
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(array).save(path, exif=exif, quality=95)
+    loaded = load_image(path)
+    assert loaded.image.size == (10, 20)  # upright: now 10 wide and 20 high
+    top = np.asarray(loaded.image)[:5].mean()
+    assert top > 200 and np.asarray(loaded.image)[-5:].mean() < 50  # the strip is now at the top
+    assert any("EXIF orientation 6 applied" in note for note in loaded.notes)
+
+
+def test_animations_give_their_first_frame_with_a_note(tmp_path):
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    for name in ("anim.gif", "anim.png"):
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], duration=100)
+        loaded = load_image(tmp_path / name)
+        red, green, blue = np.asarray(loaded.image).reshape(-1, 3).mean(0)
+        assert red > 200 and green < 50 and blue < 50, name
+        assert any("animation of 3 frames; its first frame is used" in note for note in loaded.notes), loaded.notes

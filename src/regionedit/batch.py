@@ -5,7 +5,8 @@ Manifest: one JSON object per line with ``id`` (letters, digits, ``._-``), ``met
 ddpm, rbe, jica), ``image`` (a path, relative to the manifest), optionally ``model`` and ``seed``,
 the method's fields (zone: ``instruction``; rdm: ``target`` and one of ``locate``/``mask``/``box``;
 ddpm: ``target_prompt`` and ``source_prompt``; rbe/jica: ``directions``, ``index``, ``strength``) and
-``params`` passed to the method. Malformed lines are reported with their numbers and skipped.
+``params`` passed to the method (names, types and ranges checked against :data:`PARAMS` when the
+manifest is read). Malformed lines are reported with their numbers and skipped.
 
 Output folder: ``outputs/<id>.png`` (plus ``<id>.mask.png`` / ``<id>.layer.png`` where the method
 makes them), written atomically; ``done/<id>.json`` is written last and is the commit point of an
@@ -16,16 +17,23 @@ Several processes: ``accelerate launch --num_processes N -m regionedit.cli batch
 without a GPU add ``--multi_gpu``: it is what makes accelerate start N processes; they then talk
 over gloo on the CPU). Groups are dealt round-robin to the processes.
 
-Work is cut into fixed groups from the manifest order (ZONE items of one model are sampled
-``--batch-size`` at a time), so a resumed or a distributed run computes every item exactly as an
-uninterrupted single-process run does.
+Work is cut into fixed groups from the manifest order (ZONE items of one model and identical
+parameters are sampled ``--batch-size`` at a time), so a resumed or a distributed run computes every
+item exactly as an uninterrupted single-process run does. A group that fails is retried item by
+item, so each item succeeds or fails on its own, with its own reason.
+
+Fault injection for the resume tests: ``REGIONEDIT_FAULT_AFTER_COMMITS=N`` kills the process (as
+SIGKILL would: no clean-up) right after its N-th commit; ``REGIONEDIT_FAULT_IN_WRITE=N`` kills it in
+the middle of writing the output files of its N-th item (after the first file, before the commit).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import signal
 import time
 import traceback
 import uuid
@@ -46,6 +54,60 @@ BATCHABLE = {"zone"}
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
+@dataclass(frozen=True)
+class Param:
+    """One accepted ``params`` entry: its type (int, float, bool, str, list) and closed range."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def check(self, name: str, value) -> None:
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
+            raise ValueError(f"params.{name} must be {self.kind.__name__}, got {json.dumps(value)[:40]}")
+        if self.kind is float and not math.isfinite(value):
+            raise ValueError(f"params.{name} must be a finite number, got {value}")
+        if self.low is not None and value < self.low or self.high is not None and value > self.high:
+            raise ValueError(f"params.{name} must be in [{self.low}, {self.high}], got {value}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"params.{name} must be one of {', '.join(self.choices)}, got {value!r}")
+        if self.kind is list and not all(isinstance(v, str) for v in value):
+            raise ValueError(f"params.{name} must be a list of strings")
+
+
+STEPS, GUIDANCE, UNIT = Param(int, 1, 1000), Param(float, 0, 100), Param(float, 0, 1)
+MAX_SIDE = Param(int, 8, 8192)
+# What each method's ``params`` may hold (the keyword arguments of its library call).
+PARAMS: dict[str, dict[str, Param]] = {
+    "zone": {"num_inference_steps": STEPS, "guidance_scale": GUIDANCE, "image_guidance_scale": GUIDANCE,
+             "beta": UNIT, "threshold": Param(float, 0, 255), "attention_layers": Param(list),
+             "union_above": UNIT, "dilation": Param(int, 0, 256), "d0": Param(float, 0, 1e4),
+             "smoother_threshold": UNIT, "eta": UNIT, "max_side": MAX_SIDE,
+             "segmenter": Param(str), "model2": Param(str)},
+    "rdm": {"num_inference_steps": STEPS, "guidance_scale": GUIDANCE, "threshold": Param(float, 0, 255),
+            "dilation": Param(int, 0, 256), "clip_guidance_scale": Param(float, 0, 1e5), "cutouts": Param(int, 1, 256),
+            "nerp_mse": Param(float, 0, 1e7), "nerp_lpips": Param(float, 0, 1e7), "paste_back": Param(bool),
+            "feather": Param(int, 0, 256), "eta": UNIT, "max_side": MAX_SIDE, "clip": Param(str)},
+    "ddpm": {"steps": STEPS, "source_cfg": GUIDANCE, "target_cfg": GUIDANCE, "skip": Param(int, 0, 999)},
+    "rbe": {"eta": UNIT, "asymmetric": Param(bool)},
+    "jica": {"eta": UNIT, "asymmetric": Param(bool)},
+}
+
+
+def check_params(method: str, params: dict) -> None:
+    """Raise ValueError naming the first unknown, mistyped or out-of-range entry of ``params``."""
+    accepted = PARAMS[method]
+    for name, value in params.items():
+        if name not in accepted:
+            raise ValueError(f"unknown params.{name} for method {method} (accepted: {', '.join(accepted)})")
+        accepted[name].check(name, value)
+    if method == "ddpm" and params.get("skip", 0) >= params.get("steps", 100):
+        raise ValueError(f"params.skip ({params.get('skip', 0)}) must be below params.steps ({params.get('steps', 100)})")
+
+
 @dataclass
 class Job:
     line: int
@@ -59,7 +121,8 @@ class Job:
 
     @property
     def group_key(self) -> tuple:
-        return (self.method, self.model)
+        """Items are batched only with items of the same method, model and parameters."""
+        return (self.method, self.model, json.dumps(self.params, sort_keys=True))
 
 
 def read_manifest(path: str | Path) -> tuple[list[Job], list[str]]:
@@ -111,8 +174,18 @@ def _parse(number: int, text: str, base: Path) -> Job:
     params = record.get("params", {})
     if not isinstance(params, dict):
         raise ValueError("'params' must be an object")
+    check_params(method, params)
+    seed = record.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an integer in [0, 2^63), got {json.dumps(seed)[:40]}")
+    model = record.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise ValueError("'model' must be a non-empty string")
     fields = {k: v for k, v in record.items() if k not in ("id", "method", "image", "model", "params", "seed")}
-    return Job(number, record["id"], method, image, record.get("model"), fields, params, int(record.get("seed", 0)))
+    for name in METHOD_FIELDS[method]:
+        if not isinstance(fields[name], str) or not fields[name].strip():
+            raise ValueError(f"{name!r} must be a non-empty string")
+    return Job(number, record["id"], method, image, model, fields, params, seed)
 
 
 def make_groups(jobs: list[Job], batch_size: int) -> list[list[Job]]:
@@ -182,6 +255,7 @@ class Worker:
         self.store, self.device, self.default_model, self.rank = store, device, default_model, rank
         self.run_id = uuid.uuid4().hex  # recorded in each commit: a finished item is never computed again
         self._cache: dict[tuple, object] = {}
+        self.commits = self.writes = 0
 
     def cached(self, key: tuple, build):
         if key not in self._cache:
@@ -197,6 +271,8 @@ class Worker:
         return self.cached(("model", name), lambda: load_model(name, device=self.device))
 
     def run_group(self, group: list[Job]) -> None:
+        """Run a group in one call; if that fails and the group has several items, run each item
+        alone, so that every item succeeds or fails on its own with its own reason."""
         pending = [job for job in group if not self.store.is_done(job.id)]
         if not pending:
             return
@@ -204,19 +280,23 @@ class Worker:
         try:
             results = getattr(self, f"_run_{group[0].method}")(group)
         except Exception as exc:  # noqa: BLE001 - one bad item must not stop the batch
-            reason = str(exc).splitlines()[0] if isinstance(exc, RegionEditError) else f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, RegionEditError) and os.environ.get("REGIONEDIT_DEBUG"):
-                traceback.print_exc()
-            for job in pending:
-                self.store.fail(job, reason, self.rank)
+            if len(group) > 1:
+                for job in group:
+                    self.run_group([job])
+                return
+            self.store.fail(group[0], _reason(exc), self.rank)
             return
         seconds = (time.perf_counter() - started) / len(group)
         for job, outputs in zip(group, results, strict=True):
             if job in pending:
-                for suffix, (image, recipe) in outputs.items():
+                for number, (suffix, (image, recipe)) in enumerate(outputs.items()):
+                    if number == 1:
+                        _fault_point("REGIONEDIT_FAULT_IN_WRITE", self)
                     save_png(image, self.store.output(job.id, suffix), recipe)
                 files = [self.store.output(job.id, s).name for s in outputs]
                 self.store.commit(job, {"seconds": round(seconds, 4), "files": files, "run": self.run_id}, self.rank)
+                self.commits += 1
+                _fault_point("REGIONEDIT_FAULT_AFTER_COMMITS", self)
 
     # One function per method: a group of jobs → per job {suffix: (PIL image, recipe)}.
     def _image(self, job: Job):
@@ -307,6 +387,24 @@ class Worker:
         return [{"": (tensor_to_pil(to_pixels(model, start, sample)[0] * 2 - 1), recipe)}]
 
     _run_jica = _run_rbe
+
+
+def _reason(exc: Exception) -> str:
+    if not isinstance(exc, RegionEditError) and os.environ.get("REGIONEDIT_DEBUG"):
+        traceback.print_exc()
+    return str(exc).splitlines()[0] if isinstance(exc, RegionEditError) else f"{type(exc).__name__}: {exc}"
+
+
+def _fault_point(variable: str, worker: Worker) -> None:
+    """Die without clean-up at the N-th visit of this point when ``variable`` = N (tests only)."""
+    limit = os.environ.get(variable)
+    if not limit:
+        return
+    count = worker.commits if variable == "REGIONEDIT_FAULT_AFTER_COMMITS" else worker.writes + 1
+    if variable == "REGIONEDIT_FAULT_IN_WRITE":
+        worker.writes += 1
+    if count >= int(limit):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # -------------------------------------------------------------------------------- engines

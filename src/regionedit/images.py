@@ -1,6 +1,12 @@
 """Image files at the API edge: reading with conversion notes, tensors, atomic PNG writing.
 
 Conventions: PIL images or float tensors in [0, 1] at the API edge, [-1, 1] inside the models.
+
+Reading (:func:`load_image`) turns an image the way a viewer shows it: the EXIF orientation of a
+phone photo is applied, an animation gives its first frame, and each such step leaves a note.
+Images above :func:`max_image_pixels` (default 64 megapixels, ``REGIONEDIT_MAX_IMAGE_PIXELS`` to
+change it) are refused from their header, before any pixel is decoded: a "decompression bomb" of a
+few kilobytes cannot exhaust the memory.
 """
 
 from __future__ import annotations
@@ -8,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,11 +22,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from regionedit.errors import RegionEditError
 
 RECIPE_KEY = "regionedit"
+DEFAULT_MAX_IMAGE_PIXELS = 64 * 2**20
+EXIF_ORIENTATION = 0x0112
+
+
+def max_image_pixels() -> int:
+    """The largest image (width × height) :func:`load_image` decodes."""
+    value = os.environ.get("REGIONEDIT_MAX_IMAGE_PIXELS", "")
+    try:
+        return int(value) if value else DEFAULT_MAX_IMAGE_PIXELS
+    except ValueError:
+        raise RegionEditError(f"REGIONEDIT_MAX_IMAGE_PIXELS must be an integer, got {value!r}") from None
 
 
 @dataclass
@@ -33,20 +51,51 @@ class LoadedImage:
 def load_image(path: str | os.PathLike) -> LoadedImage:
     """Read any image file as 8-bit RGB; every conversion is explained in ``notes``."""
     path = Path(path)
-    if not path.exists():
-        raise RegionEditError(f"image not found: {path}")
-    if path.is_dir():
-        raise RegionEditError(f"expected an image file, got a folder: {path}")
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = opened.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise RegionEditError(f"cannot read image {path}: not an image file or a damaged one ({exc.__class__.__name__})") from None
+    image, notes = read_pil(path)
     loaded = to_rgb(image, name=str(path))
+    loaded.notes[:0] = notes
     if image.mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16:
         loaded.notes.append(f"{path}: 16 bits per channel reduced to 8")
     return loaded
+
+
+def read_pil(path: str | os.PathLike, what: str = "image") -> tuple[Image.Image, list[str]]:
+    """Decode an image file as a viewer shows it (EXIF orientation applied, first frame of an
+    animation), refusing files above :func:`max_image_pixels`; notes say what was done."""
+    path = Path(path)
+    if not path.exists():
+        raise RegionEditError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise RegionEditError(f"expected an {what} file, got a folder: {path}")
+    limit = max_image_pixels()
+    notes = []
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+            if width * height > limit:
+                raise RegionEditError(_too_large(what, path, f"{width}×{height} = {width * height:,}", limit))
+            frames = getattr(opened, "n_frames", 1)
+            if frames > 1:
+                opened.seek(0)
+                notes.append(f"{path}: an animation of {frames} frames; its first frame is used")
+            opened.load()
+            orientation = opened.getexif().get(EXIF_ORIENTATION, 1)
+            image = ImageOps.exif_transpose(opened) if orientation not in (1, None) else opened.copy()
+            if orientation not in (1, None):
+                notes.append(f"{path}: EXIF orientation {orientation} applied (the image is turned upright)")
+    except RegionEditError:
+        raise
+    except Image.DecompressionBombError as exc:  # Pillow refuses in open() above twice its own limit
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise RegionEditError(_too_large(what, path, f"{int(found[1]):,}" if found else "too many", limit)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, TypeError) as exc:
+        raise RegionEditError(f"cannot read {what} {path}: not an image file or a damaged one ({exc.__class__.__name__})") from None
+    return image, notes
+
+
+def _too_large(what: str, path: Path, size: str, limit: int) -> str:
+    return (f"{what} {path} is {size} pixels, above the limit of {limit:,} (a decompression bomb or a very large "
+            "photo; set REGIONEDIT_MAX_IMAGE_PIXELS to raise it)")
 
 
 def _png_bit_depth(path: Path) -> int | None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from regionedit.errors import RegionEditError
+from regionedit.images import read_pil
 
 
 @dataclass
@@ -61,13 +61,9 @@ def load_mask(spec: str, size: tuple[int, int]) -> LoadedMask:
     path = Path(spec)
     if not path.exists():
         raise RegionEditError(f"mask not found: {spec} (give a mask image, a box x0,y0,x1,y1 or face:<part>)")
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("L"))
-    except (OSError, ValueError) as exc:
-        raise RegionEditError(f"cannot read mask {path}: {exc.__class__.__name__}") from None
+    image, notes = read_pil(path, "mask")
+    array = np.asarray(image.convert("L"))
     mask = torch.from_numpy((array > 0).astype(np.float32)).view(1, 1, *array.shape)
-    notes = []
     if (array.shape[1], array.shape[0]) != tuple(size):
         notes.append(f"mask {path} is {array.shape[1]}×{array.shape[0]}, resized to the image's {size[0]}×{size[1]}")
         mask = resize(mask, (size[1], size[0]))
