@@ -1,6 +1,6 @@
-"""The training pipelines of the embedded toy-world models (issue 4), run as smoke tests: every
-model trains for two tiny steps, saves, loads through the regular loaders, runs its method and is
-measured by `regionedit bench toymodels`' functions. (The real runs need a GPU.)"""
+"""The training pipelines of the embedded toy-world models, run as smoke tests: every model trains
+for two tiny steps, saves, loads through the regular loaders, runs its method and is measured by
+`regionedit bench toymodels`' functions. (The real runs take hours of CPU time.)"""
 
 import json
 import os
@@ -14,7 +14,9 @@ from regionedit.segment import load_clip, load_segmenter
 from regionedit.toyworld import models
 from regionedit.toyworld.train import TRAINABLE, weights_size_mb
 
-CHAIN = ["scenes-clip", "scenes-clipseg", "faces-ddpm", "scenes-t2i", "scenes-instruct", "scenes-instruct-remove"]
+CHAIN = ["scenes-clip", "scenes-vae", "scenes-clipseg", "faces-ddpm", "scenes-t2i", "scenes-instruct",
+         "scenes-instruct-remove"]
+LATENT = ("scenes-t2i", "scenes-instruct", "scenes-instruct-remove")
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +33,14 @@ def test_every_model_trains_saves_and_has_a_card(trained):
         assert card["smoke"] and card["settings"]["steps"] == 2
         assert card["reproduce"] == f"regionedit toyworld train {name} --steps 2 --batch 4"
         assert card["evaluation"] and card["hardware"]
-    # The scene diffusion models share scenes-clip's text tower through symlinks: stored once.
-    for name in ("scenes-t2i", "scenes-instruct", "scenes-instruct-remove"):
+    # The latent scene models share scenes-clip's text tower and scenes-vae through symlinks: stored once.
+    for name in LATENT:
         assert os.path.islink(trained / name / "text_encoder") and os.readlink(trained / name / "text_encoder") == "../scenes-clip"
-    clip_mb = weights_size_mb(trained / "scenes-clip")
+        assert os.readlink(trained / name / "vae") == "../scenes-vae"
+    clip_mb, vae_mb = weights_size_mb(trained / "scenes-clip"), weights_size_mb(trained / "scenes-vae")
     followed = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(trained, followlinks=True) for f in files)
-    # text_encoder and tokenizer of three models link to scenes-clip: six links, no copies
-    assert weights_size_mb(trained) == pytest.approx(followed / 2**20 - 6 * clip_mb, abs=0.01)
+    # text_encoder and tokenizer of three models link to scenes-clip, their vae to scenes-vae: no copies
+    assert weights_size_mb(trained) == pytest.approx(followed / 2**20 - 6 * clip_mb - 3 * vae_mb, abs=0.01)
     assert weights_size_mb(trained) < 38  # the embedded set must stay under 40 MB with the probes
 
 
@@ -50,7 +53,8 @@ def test_trained_models_load_and_run_their_methods(trained):
     t2i = load_model(str(trained / "scenes-t2i"), device="cpu")
     instruct = load_model(str(trained / "scenes-instruct"), device="cpu")
     remove = load_model(str(trained / "scenes-instruct-remove"), device="cpu")
-    assert (t2i.conditioning, instruct.conditioning, t2i.is_latent) == ("text", "instruct", False)
+    assert (t2i.conditioning, instruct.conditioning, t2i.is_latent, instruct.is_latent) == ("text", "instruct", True, True)
+    assert (t2i.native_resolution, instruct.native_resolution, t2i.prediction_type) == (64, 64, "v_prediction")
     assert t2i.tokenizer.model_max_length == models.TEXT_LENGTH
     edits = generate_edits([3], actions=["change_colour"])
     image = edits.source.images
@@ -150,7 +154,7 @@ def test_bench_training_times_every_model(tmp_path):
     out = tmp_path / "t.json"
     assert main(["bench", "training", "--device", "cpu", "--batch", "2", "--repeats", "1", "--json", str(out), "-q"]) == 0
     result = json.loads(out.read_text())
-    assert set(result["models"]) == {"faces-ddpm", "scenes-t2i", "scenes-instruct", "scenes-clip"}
+    assert set(result["models"]) == {"faces-ddpm", "scenes-vae", "scenes-t2i", "scenes-instruct", "scenes-clip"}
     assert all(m["step_s"] > 0 and m["device_half_s"] > 0 for m in result["models"].values())
 
 
@@ -189,3 +193,69 @@ def test_web_app_defaults_to_the_embedded_models_it_has():
     assert defaults["directions"] == "toy/faces-ddpm"
     for tab, (toy, tiny) in DEFAULT_MODELS.items():
         assert defaults[tab] == (toy if toy in embedded else tiny)
+
+
+# ------------------------------------------------------------------------- latent training pieces
+def _random_encoding():
+    from transformers import CLIPModel, CLIPTextModel
+
+    from regionedit.toyworld import latent
+
+    tokenizer = models.toy_tokenizer()
+    clip = CLIPModel(models.clip_config(tokenizer))
+    text = models.TextEncoding(CLIPTextModel(clip.config.text_config).eval().requires_grad_(False))
+    return tokenizer, latent.LatentEncoding(latent.scenes_autoencoder().eval().requires_grad_(False), text)
+
+
+def test_latent_instruct_stream_marks_the_edited_region_and_drops_conditions():
+    from regionedit.toyworld import latent
+    from regionedit.toyworld.scenes import render
+
+    tokenizer, encoding = _random_encoding()
+    stream = latent.LatentInstructionStream(tokenizer, encoding, batch=16)
+    item = stream.make(0)
+    batch = stream.materialise(item, "cpu")
+    assert batch.x0.shape == (16, 4, 16, 16) and batch.source.shape == (16, 4, 16, 16) and batch.text.shape[0] == 16
+    source, target = render(item["source"]).images, render(item["target"]).images
+    changed = (source - target).abs().amax(dim=1) > 0.02  # B×64×64
+    for i in range(16):  # the weight covers exactly the 4×4 cells where the target differs from the source
+        cells = changed[i].view(16, 4, 16, 4).any(dim=3).any(dim=1)
+        assert torch.equal(batch.weight[i, 0].bool(), cells)
+    dropped = item["no_image"]
+    assert torch.equal(batch.source[dropped].abs().sum((1, 2, 3)) == 0, torch.ones(int(dropped.sum()), dtype=torch.bool))
+    assert torch.equal(stream.make(0)["ids"], item["ids"])  # a batch is a function of its index
+
+
+def test_latent_loss_weighs_the_edit_region_and_min_snr():
+    from regionedit.toyworld import latent
+
+    alphas = latent.latent_schedule().alphas_cumprod
+    zero = lambda x, t, encoder_hidden_states: type("Out", (), {"sample": torch.zeros(x.shape[0], 4, 16, 16)})()  # noqa: E731
+    x0 = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    weight = torch.zeros(2, 1, 16, 16)
+    weight[:, :, :4, :4] = 1
+    batch = latent.LatentBatch(x0, torch.zeros(2, 3, 128), torch.zeros(2, 4, 16, 16), weight)
+    losses = {}
+    for edit_weight in (1.0, 5.0):
+        torch.manual_seed(3)  # the same noise and timesteps for both
+        losses[edit_weight] = float(latent.latent_diffusion_loss(zero, alphas, edit_weight, None)(batch))
+    torch.manual_seed(3)
+    noise, t = torch.randn_like(x0), torch.randint(0, len(alphas), (2,))
+    a = alphas[t].view(-1, 1, 1, 1)
+    v = a.sqrt() * noise - (1 - a).sqrt() * x0
+    assert losses[1.0] == pytest.approx(float((v**2).mean()), rel=1e-5)
+    assert losses[5.0] == pytest.approx(float((v**2 * (1 + 4 * weight)).mean()), rel=1e-5)
+    snr = alphas / (1 - alphas)
+    assert torch.allclose(latent.min_snr_weight(alphas, 5.0), snr.clamp(max=5) / (snr + 1))
+
+
+def test_vae_scaling_factor_gives_unit_latents():
+    from regionedit.toyworld import latent
+
+    vae = latent.scenes_autoencoder().eval()
+    factor = latent.set_scaling_factor(vae, count=64, batch=32)
+    assert vae.config.scaling_factor == pytest.approx(factor, rel=1e-4)
+    stream = latent.SceneImages(32, seed=7)
+    with torch.no_grad():
+        z = torch.cat([vae.encode(stream.materialise(stream.make(b), "cpu")).latent_dist.mode() for b in range(2)])
+    assert float((z * factor).std()) == pytest.approx(1.0, rel=1e-3)

@@ -484,6 +484,10 @@ def cmd_models(args) -> int:
         return 0
     print("Embedded toy-world models (offline, shipped in the package):")
     print("\n".join(f"  {n:26s} {_model_status(Path(path))}" for n, path in embedded.items()) or "  none in this version")
+    from regionedit.models.loading import embedded_components
+
+    for name, path in embedded_components().items():
+        print(f"  {name:26s} {_model_status(path)} (the latent scene models' autoencoder)")
     print("Tiny random models (built on first use, for tests and benchmarks; outputs are noise):")
     for name, doc in tiny.items():
         print(f"  {name:18s} {doc}")
@@ -533,7 +537,7 @@ def cmd_toyworld_train(args) -> int:
     train(args.name, out=args.out, steps=args.steps, device=None if args.device == "auto" else str(_device(args)),
           smoke=args.smoke, log=None if args.quiet else print, weights=args.weights, batch=args.batch,
           minutes=args.minutes, workers=args.workers, resume=args.resume,
-          speed=Speed(args.pool, args.refresh_every, args.compile))
+          speed=Speed(args.pool, args.refresh_every, args.compile), edit_weight=args.edit_weight)
     return 0
 
 
@@ -595,6 +599,19 @@ def cmd_bench_batch(args) -> int:
     return 0
 
 
+def cmd_bench_fuzz(args) -> int:
+    from regionedit.bench import write_json
+    from regionedit.bench.fuzz import run_campaign
+
+    if args.every < 1:
+        raise RegionEditError(f"--every must be ≥ 1, got {args.every}")
+    log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
+    result = run_campaign(args.keep, every=args.every, log=log)
+    write_json(result, args.json)
+    print(json.dumps(result["total"], sort_keys=True))
+    return 0
+
+
 def cmd_bench_training(args) -> int:
     from regionedit.bench import write_json
     from regionedit.bench.training import bench_training
@@ -606,9 +623,9 @@ def cmd_bench_training(args) -> int:
 def cmd_bench_toymodels(args) -> int:
     from regionedit.bench import write_json
     from regionedit.bench.toymodels import MEASURED, bench_toymodels
-    from regionedit.models.loading import embedded_models
+    from regionedit.models.loading import embedded_components, embedded_models
 
-    names = args.names or [n for n in MEASURED if n in embedded_models()]
+    names = args.names or [n for n in MEASURED if n in {**embedded_models(), **embedded_components()}]
     if not names:
         raise RegionEditError(f"no embedded toy models in this installation (embedded: {', '.join(embedded_models()) or 'none'})")
     device = None if args.device == "auto" else str(_device(args))
@@ -868,6 +885,12 @@ def build_parser() -> argparse.ArgumentParser:
     batch_bench.add_argument("--json", help="write the result to this file")
     batch_bench.set_defaults(func=cmd_bench_batch)
 
+    fuzz = benches.add_parser("fuzz", parents=[common], help="bad and odd inputs through every entry point; counts tracebacks")
+    fuzz.add_argument("--every", type=int, default=1, help="run every N-th case of each category (default: all)")
+    fuzz.add_argument("--keep", help="run in this folder and keep it (default: a temporary folder, removed)")
+    fuzz.add_argument("--json", help="write the result to this file")
+    fuzz.set_defaults(func=cmd_bench_fuzz)
+
     training_bench = benches.add_parser("training", parents=[common], help="time of a training step of each toy model")
     training_bench.add_argument("--batch", type=int, default=256)
     training_bench.add_argument("--repeats", type=int, default=5)
@@ -926,6 +949,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--refresh-every", type=int, default=4, help="with --pool: render one fresh batch every K steps")
     train.add_argument("--compile", action="store_true", help="run the forward pass through torch.compile")
     train.add_argument("--workers", type=int, help="data worker processes (default: 2 on a GPU, 0 on the CPU)")
+    train.add_argument("--edit-weight", type=float, help="latent instruct models: loss weight inside the edited region (default 1)")
     train.set_defaults(func=cmd_toyworld_train)
     return parser
 

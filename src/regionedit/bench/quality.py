@@ -110,12 +110,13 @@ def register_method(name: str, factory: Callable[..., EditMethod]) -> None:
 
 # ------------------------------------------------------------------------------------ items
 def benchmark_items(world: str, count: int, size: int = 64, offset: int = 0,
-                    actions: Sequence[str] | None = None) -> list[BenchItem]:
+                    actions: Sequence[str] | None = None, split: str = "benchmark") -> list[BenchItem]:
     """The first ``count`` edits of the world's benchmark split (fixed seeds, never trained on),
-    each drawn among ``actions`` (scenes only; default all)."""
+    each drawn among ``actions`` (scenes only; default all). ``split="validation"``: the split on
+    which settings are chosen."""
     if world not in WORLDS:
         raise RegionEditError(f"unknown world {world!r} (worlds: {', '.join(WORLDS)})")
-    seeds = split_seeds("benchmark", count, offset)
+    seeds = split_seeds(split, count, offset)
     if world == "scenes":
         edits = scenes_world.generate_edits(seeds, size, actions=actions or scenes_world.ACTIONS)
         source, target, mask = edits.source, edits.target, edits.mask
@@ -179,9 +180,9 @@ def _scene_ok(item: BenchItem, reading: dict) -> bool:
 
 # ------------------------------------------------------------------------------------- run
 def run_quality(world: str, method: EditMethod, count: int = 200, size: int = 64, batch_size: int = 16,
-                probe=None, progress: bool = False) -> dict:
-    """Run ``method`` on ``count`` benchmark edits of ``world`` and score it."""
-    items = benchmark_items(world, count, size, actions=getattr(method, "actions", None))
+                probe=None, progress: bool = False, split: str = "benchmark") -> dict:
+    """Run ``method`` on ``count`` edits of ``world``'s ``split`` (benchmark or validation) and score it."""
+    items = benchmark_items(world, count, size, actions=getattr(method, "actions", None), split=split)
     probe = probe or probes.load_probe(world)
     outputs: list[MethodOutput] = []
     start = time.perf_counter()
@@ -203,7 +204,7 @@ def run_quality(world: str, method: EditMethod, count: int = 200, size: int = 64
         rows[action] = _row(keep, success, bg_psnr, bg_l1, ious)
     return {
         "benchmark": "quality", "world": world, "method": method.name, "count": len(items), "size": size,
-        "split": "benchmark", "seconds_per_edit": round(seconds / len(items), 5), "results": rows,
+        "split": split, "seconds_per_edit": round(seconds / len(items), 5), "results": rows,
         "machine": machine(),
     }
 

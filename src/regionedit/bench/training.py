@@ -1,8 +1,10 @@
 """`regionedit bench training`: where a training step of each embedded toy model spends its time.
 
 For each model, alone on the device: the stream's CPU half (parameters, plans, token ids; one
-thread, as in a data worker), its device half (rendering and text encoding) and one optimiser step
-(forward, backward, AdamW, EMA) on a fixed batch. Medians of ``repeats`` runs after a warm-up.
+thread, as in a data worker), its device half (rendering, encoding to latents, text encoding) and
+one optimiser step (forward, backward, AdamW, EMA) on a fixed batch. Medians of ``repeats`` runs
+after a warm-up. The latent models train from a pool (their device half is paid once per
+``refresh_every`` steps); the step is what every step costs.
 The concurrent training of `bench/train_toy_models.sh` is slower than the sum of these when the
 processes contend for the GPU.
 """
@@ -15,7 +17,7 @@ import time
 import torch
 
 from regionedit.bench import machine
-from regionedit.toyworld import models
+from regionedit.toyworld import latent, models
 
 
 def _median_seconds(fn, device: torch.device, repeats: int) -> float:
@@ -41,10 +43,14 @@ def _cases(batch: int, device: torch.device):
     encode = models.TextEncoding(CLIPTextModel(clip.config.text_config).to(device).eval().requires_grad_(False))
     alphas = models.schedule().alphas_cumprod.to(device)
     yield "faces-ddpm", models.FaceStream(batch), models.faces_unet(), lambda m: models.diffusion_loss(m, alphas)
-    yield ("scenes-t2i", models.CaptionStream(tokenizer, encode, batch), models.scenes_unet(3),
-           lambda m: models.diffusion_loss(m, alphas))
-    yield ("scenes-instruct", models.InstructionStream(tokenizer, encode, batch), models.scenes_unet(6),
-           lambda m: models.diffusion_loss(m, alphas))
+    vae = latent.scenes_autoencoder()
+    yield ("scenes-vae", latent.SceneImages(batch), vae, lambda m: lambda x: latent.autoencoder_loss(m, x))
+    encoding = latent.LatentEncoding(vae.to(device).eval().requires_grad_(False), encode)
+    latent_alphas = latent.latent_schedule().alphas_cumprod.to(device)
+    yield ("scenes-t2i", latent.LatentCaptionStream(tokenizer, encoding, batch), latent.latent_unet(latent.LATENT_CHANNELS),
+           lambda m: latent.latent_diffusion_loss(m, latent_alphas))
+    yield ("scenes-instruct", latent.LatentInstructionStream(tokenizer, encoding, batch),
+           latent.latent_unet(2 * latent.LATENT_CHANNELS), lambda m: latent.latent_diffusion_loss(m, latent_alphas))
     yield ("scenes-clip", models.ClipStream(tokenizer, batch), clip,
            lambda m: lambda pair: m(input_ids=pair[1], pixel_values=pair[0], return_loss=True).loss)
 

@@ -52,6 +52,19 @@ def embedded_models() -> dict[str, Path]:
     return found
 
 
+def embedded_components() -> dict[str, Path]:
+    """Shared parts of the embedded models that are not models of their own (the toy autoencoder,
+    which the latent scene models link to as their ``vae``), by name."""
+    if not WEIGHTS_DIR.is_dir():
+        return {}
+    found = {}
+    for folder in sorted(p for p in WEIGHTS_DIR.iterdir() if p.is_dir()):
+        config = folder / "config.json"
+        if config.exists() and json.loads(config.read_text()).get("_class_name") == "AutoencoderKL":
+            found[f"toy/{folder.name}"] = folder
+    return found
+
+
 def tiny_model_path(name: str) -> Path:
     """Build the tiny random model ``name`` into the cache (once) and return its folder."""
     folder = cache_dir() / "tiny" / f"{name.split('/', 1)[1]}-{TINY_VERSION}"

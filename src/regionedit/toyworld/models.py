@@ -4,10 +4,8 @@
   its text tower is the frozen text encoder of the scene diffusion models, as CLIP's is for SD.
 - ``scenes-clipseg``: CLIPSeg on the toy CLIP, trained on (scene, object phrase) → visible mask.
 - ``faces-ddpm``: an unconditional pixel DDPM (``UNet2DModel``, 64², cosine schedule).
-- ``scenes-t2i``: a text-conditional pixel DDPM (``UNet2DConditionModel``), caption → scene.
-- ``scenes-instruct``: InstructPix2Pix-style (source image concatenated to the input) on
-  instruction triplets, with IP2P's condition dropout for three-branch guidance.
-- ``scenes-instruct-remove``: ``scenes-instruct`` tuned further on a removal-heavy mix.
+- ``scenes-vae``, ``scenes-t2i``, ``scenes-instruct``, ``scenes-instruct-remove``: the latent
+  models (a toy SD, InstructPix2Pix and MagicBrush), defined in :mod:`regionedit.toyworld.latent`.
 
 A stream has two halves. Its CPU half (:meth:`Stream.make`: parameters, edit plans, token ids;
 per-item Python) runs in DataLoader workers; its device half (:meth:`Stream.materialise`:
@@ -26,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, UNet2DConditionModel, UNet2DModel
+from diffusers import DDIMScheduler, UNet2DModel
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from transformers import CLIPConfig, CLIPModel, CLIPSegConfig, CLIPSegForImageSegmentation
 
@@ -86,17 +84,6 @@ def faces_unet() -> UNet2DModel:
     return UNet2DModel(sample_size=64, block_out_channels=(32, 48, 64, 96), layers_per_block=2, norm_num_groups=16,
                        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
                        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), attention_head_dim=32)
-
-
-def scenes_unet(in_channels: int = 3) -> UNet2DConditionModel:
-    """Pixel-space text-conditional UNet, 3.2 M parameters: 3 input channels for text-to-image, 6 for
-    instruct (x_t ‖ source). Attention (self and cross) only at 16² and in the mid block: at 32² it
-    would triple the CPU time of a sample."""
-    return UNet2DConditionModel(sample_size=64, in_channels=in_channels, out_channels=3, block_out_channels=(32, 64, 112),
-                                layers_per_block=1, norm_num_groups=16, cross_attention_dim=TEXT_WIDTH,
-                                attention_head_dim=28,
-                                down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"))
 
 
 # ---------------------------------------------------------------------------------- streams
@@ -207,60 +194,6 @@ class TextEncoding:
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor, device) -> torch.Tensor:
         return self.text_encoder(ids.to(device))[0].float()
-
-
-class CaptionStream(Stream):
-    """(scene, caption) with 10 % of the captions dropped (for classifier-free guidance)."""
-
-    def __init__(self, tokenizer, encode: TextEncoding | None, batch: int, dropout: float = 0.1, seed: int = 0):
-        super().__init__(batch, seed)
-        self.tokenizer, self.encode, self.dropout = tokenizer, encode, dropout
-
-    def __getstate__(self):  # workers need the CPU half only
-        return {**self.__dict__, "encode": None}
-
-    def make(self, b):
-        params = scenes_world.sample_params(self.seeds(b))
-        captions = [scenes_world.scene_caption(params, i) for i in range(self.batch)]
-        return {"params": params, "ids": token_ids(self.tokenizer, drop(captions, self.dropout, self.generator(b)))}
-
-    def materialise(self, item, device):
-        images, _ = render_scene_images(item["params"], device)
-        return DiffusionBatch(images * 2 - 1, self.encode(item["ids"], device))
-
-
-class InstructionStream(Stream):
-    """Instruction triplets (source, instruction, target) with InstructPix2Pix's dropout for
-    three-branch guidance: 5 % without the instruction, 5 % without the source image, 5 % without
-    both. With ``remove_share``, that fraction of each batch is removals (the rest: any action)."""
-
-    def __init__(self, tokenizer, encode: TextEncoding | None, batch: int, remove_share: float | None = None, seed: int = 0):
-        super().__init__(batch, seed)
-        self.tokenizer, self.encode, self.remove_share = tokenizer, encode, remove_share
-
-    def __getstate__(self):
-        return {**self.__dict__, "encode": None}
-
-    def make(self, b):
-        seeds = self.seeds(b)
-        cut = 0 if self.remove_share is None else int(round(len(seeds) * self.remove_share))
-        parts = [scenes_world.plan_edits(part, actions) for part, actions in
-                 ((seeds[:cut], ["remove"]), (seeds[cut:], scenes_world.ACTIONS)) if part]
-        source = {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}
-        target = {k: torch.cat([p[1][k] for p in parts]) for k in parts[0][1]}
-        instructions = [plan["instruction"] for p in parts for plan in p[2]]
-        draw = torch.rand(len(seeds), generator=self.generator(b))
-        no_text = ((draw < 0.05) | ((draw >= 0.10) & (draw < 0.15))).tolist()
-        texts = ["" if dropped else text for text, dropped in zip(instructions, no_text, strict=True)]
-        return {"source": source, "target": target, "ids": token_ids(self.tokenizer, texts),
-                "no_image": (draw >= 0.05) & (draw < 0.15)}
-
-    def materialise(self, item, device):
-        source, _ = render_scene_images(item["source"], device)
-        target, _ = render_scene_images(item["target"], device)
-        no_image = item["no_image"].to(device).view(-1, 1, 1, 1)
-        source = torch.where(no_image, torch.zeros_like(source), source * 2 - 1)
-        return DiffusionBatch(target * 2 - 1, self.encode(item["ids"], device), source)
 
 
 class ClipStream(Stream):

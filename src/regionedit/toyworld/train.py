@@ -30,10 +30,14 @@ MODELS = {
     "scenes-clip": {"kind": "clip", "steps": 6000, "batch": 256, "learning_rate": 5e-4},
     "scenes-clipseg": {"kind": "clipseg", "steps": 8000, "batch": 128, "learning_rate": 3e-4, "needs": "scenes-clip"},
     "faces-ddpm": {"kind": "faces", "steps": 40000, "batch": 256, "learning_rate": 4e-4},
-    "scenes-t2i": {"kind": "t2i", "steps": 40000, "batch": 256, "learning_rate": 4e-4, "needs": "scenes-clip"},
-    "scenes-instruct": {"kind": "instruct", "steps": 40000, "batch": 256, "learning_rate": 4e-4, "needs": "scenes-clip"},
-    "scenes-instruct-remove": {"kind": "instruct", "steps": 10000, "batch": 256, "learning_rate": 2e-4,
-                               "needs": "scenes-instruct", "remove_share": 0.6},
+    "scenes-vae": {"kind": "vae", "steps": 6000, "batch": 32, "learning_rate": 1e-3},
+    # latent models (regionedit.toyworld.latent): text tower of scenes-clip, autoencoder scenes-vae
+    "scenes-t2i": {"kind": "t2i", "steps": 20000, "batch": 64, "learning_rate": 1e-3, "needs": "scenes-clip",
+                   "also_needs": "scenes-vae"},
+    "scenes-instruct": {"kind": "instruct", "steps": 20000, "batch": 64, "learning_rate": 1e-3, "needs": "scenes-clip",
+                        "also_needs": "scenes-vae"},
+    "scenes-instruct-remove": {"kind": "instruct", "steps": 4000, "batch": 64, "learning_rate": 3e-4,
+                               "needs": "scenes-instruct", "also_needs": "scenes-vae", "remove_share": 0.6},
 }
 TRAINABLE = {**PROBES, **MODELS}
 WEIGHT_BUDGET_MB = 40
@@ -47,11 +51,13 @@ def hardware(device: torch.device) -> str:
 
 def train(name: str, out: str | Path | None = None, steps: int | None = None, device: str | None = None,
           smoke: bool = False, log=print, weights: str | Path | None = None, batch: int | None = None,
-          minutes: float | None = None, workers: int | None = None, resume: bool = False, speed=None) -> Path:
+          minutes: float | None = None, workers: int | None = None, resume: bool = False, speed=None,
+          edit_weight: float | None = None) -> Path:
     """Train ``name``; prerequisites are read from ``weights`` (default: the package's weights).
     ``resume``: start from the weights already in the output folder (a finished run or a checkpoint;
     the optimiser starts afresh) and add this run to the card's history. ``speed``: a
-    :class:`regionedit.toyworld.models.Speed` for the diffusion models (pool, compile)."""
+    :class:`regionedit.toyworld.models.Speed` for the diffusion models (pool, compile). ``edit_weight``:
+    the latent instruct models' loss weight inside the edited region (default: the spec's, else 1)."""
     if name not in TRAINABLE:
         raise RegionEditError(f"unknown trainable model {name!r} (trainable: {', '.join(TRAINABLE)})")
     log = log or (lambda message: None)
@@ -63,9 +69,9 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     spec = MODELS[name]
     weights = Path(weights) if weights is not None else probes.WEIGHTS_DIR
     folder = Path(out) if out is not None else weights / name
-    needs = spec.get("needs")
-    if needs and not (weights / needs / "card.json").exists():
-        raise RegionEditError(f"{name} builds on {needs}: train it first (`regionedit toyworld train {needs}`)")
+    for needs in (spec.get("needs"), spec.get("also_needs")):
+        if needs and not (weights / needs / "card.json").exists():
+            raise RegionEditError(f"{name} builds on {needs}: train it first (`regionedit toyworld train {needs}`)")
     budget = Budget(2 if smoke else (steps or spec["steps"]), None if smoke or minutes is None else 60 * minutes)
     batch = 4 if smoke else (batch or spec["batch"])
     workers = (2 if device.type == "cuda" else 0) if workers is None else workers
@@ -75,10 +81,12 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     context = {"name": name, "spec": spec, "folder": folder, "weights": weights, "budget": budget, "batch": batch,
                "device": device, "workers": workers, "smoke": smoke, "log": log, "resume": resume,
                "history": (previous.get("history") or [previous]) if resume else [],
-               "speed": Speed() if smoke or speed is None else speed}
+               "speed": Speed() if smoke or speed is None else speed,
+               "edit_weight": edit_weight if edit_weight is not None else spec.get("edit_weight", 1.0)}
     began = time.perf_counter()
     torch.manual_seed(0)  # before any model is built: its initial weights are part of the recipe
-    trainer = {"clip": _clip, "clipseg": _clipseg, "faces": _faces, "t2i": _t2i, "instruct": _instruct}[spec["kind"]]
+    trainer = {"clip": _clip, "clipseg": _clipseg, "faces": _faces, "vae": _vae, "t2i": _t2i,
+               "instruct": _instruct}[spec["kind"]]
     settings, steps_run, evaluate = trainer(context)
     wall = round(time.perf_counter() - began, 1)
     try:
@@ -92,7 +100,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
         main = card_evaluation(weights / MAIN_INSTRUCT.split("/")[1])
         evaluation["meets_bar"] = meets_bar(f"toy/{name}", evaluation, main)
     command = f"regionedit toyworld train {name} --steps {steps_run} --batch {batch}" + _speed_flags(context["speed"]) \
-        + (" --resume" if resume else "")
+        + _recipe_flags(context) + (" --resume" if resume else "")
     run = {"steps": steps_run, "batch": batch, "learning_rate": spec["learning_rate"], "device": str(device),
            "hardware": hardware(device), "train_seconds": wall,
            "stopped_by": "time budget" if steps_run < budget.steps else "steps", "torch": torch.__version__,
@@ -113,6 +121,11 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
 def _speed_flags(speed) -> str:
     flags = f" --pool {speed.pool} --refresh-every {speed.refresh_every}" if speed.pool else ""
     return flags + (" --compile" if speed.compile else "")
+
+
+def _recipe_flags(c: dict) -> str:
+    weight = c.get("edit_weight", 1.0)
+    return f" --edit-weight {weight:g}" if c.get("spec", {}).get("kind") == "instruct" and weight != 1.0 else ""
 
 
 def _progress(folder: Path) -> dict | None:
@@ -173,7 +186,7 @@ def _checkpointer(c: dict, save):
     def checkpoint(ema, steps: int) -> None:
         save(ema)
         command = (f"regionedit toyworld train {c['name']} --steps {steps} --batch {c['batch']}" + _speed_flags(c["speed"])
-                   + (" --resume" if c["resume"] else ""))
+                   + _recipe_flags(c) + (" --resume" if c["resume"] else ""))
         run = {"steps": steps, "batch": c["batch"], "command": command, "note": "checkpoint of an unfinished run"}
         _write_json(c["folder"] / "progress.json", {"history": c["history"] + [run]})
 
@@ -219,20 +232,24 @@ def _swap_in(folder: Path, write) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _save_pipeline(folder: Path, unet, text_from: Path | None) -> None:
+def _save_pipeline(folder: Path, unet, text_from: Path | None, vae_from: Path | None = None) -> None:
     """A diffusers pipeline folder: fp16 UNet, the DDIM scheduler and, for text models, links to the
-    text encoder and tokenizer of ``text_from`` (stored once)."""
-    from regionedit.toyworld import models
+    text encoder and tokenizer of ``text_from`` and to the autoencoder ``vae_from`` (stored once)."""
+    from regionedit.toyworld import latent, models
 
     def write(tmp: Path) -> None:
         copy_half(unet).save_pretrained(tmp / "unet")
-        models.schedule().save_pretrained(tmp / "scheduler")
+        (latent.latent_schedule() if vae_from else models.schedule()).save_pretrained(tmp / "scheduler")
         index = {"_class_name": "StableDiffusionPipeline" if text_from else "DDPMPipeline", "_diffusers_version": "0.42.1",
                  "unet": ["diffusers", type(unet).__name__], "scheduler": ["diffusers", "DDIMScheduler"]}
+        links = []
         if text_from is not None:
-            for part, cls in (("text_encoder", "CLIPTextModel"), ("tokenizer", "CLIPTokenizer")):
-                os.symlink(os.path.relpath(text_from, folder), tmp / part)
-                index[part] = ["transformers", cls]
+            links += [("text_encoder", "transformers", "CLIPTextModel", text_from), ("tokenizer", "transformers", "CLIPTokenizer", text_from)]
+        if vae_from is not None:
+            links.append(("vae", "diffusers", "AutoencoderKL", vae_from))
+        for part, library, cls, target in links:
+            os.symlink(os.path.relpath(target, folder), tmp / part)
+            index[part] = [library, cls]
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
 
     _swap_in(folder, write)
@@ -298,42 +315,88 @@ def _text_model(weights: Path, device):
     return TextEncoding(encoder), AutoTokenizer.from_pretrained(source), source
 
 
+def _vae(c: dict):
+    from diffusers import AutoencoderKL
+
+    from regionedit.toyworld import latent
+
+    start = AutoencoderKL.from_pretrained(c["folder"], torch_dtype=torch.float32) if c["resume"] else None
+
+    def save(vae) -> None:
+        _swap_in(c["folder"], lambda tmp: copy_half(vae).save_pretrained(tmp))
+
+    checkpoint = _checkpointer(c, save)
+    vae, steps = latent.train_autoencoder(c["budget"], c["batch"], c["spec"]["learning_rate"], device=c["device"],
+                                          log=c["log"], checkpoint=checkpoint, vae=start)
+    vae = vae.float()
+    latent.set_scaling_factor(vae, 64 if c["smoke"] else 1024)
+    save(vae)
+    evaluate = lambda: {"reconstruction_psnr": latent.reconstruction_psnr(  # noqa: E731
+        AutoencoderKL.from_pretrained(c["folder"], torch_dtype=torch.float32).to(c["device"]), 8 if c["smoke"] else 256),
+        "scaling_factor": vae.config.scaling_factor}
+    data = "fresh scene renders of the train split; MSE + 1e-6 KL; scaling factor 1/std of 1024 train latents"
+    return {"data": data, "ema": 0.998, "kl_weight": 1e-6}, steps, evaluate
+
+
+def _latent_encoding(c: dict):
+    from diffusers import AutoencoderKL
+
+    from regionedit.toyworld.latent import LatentEncoding
+
+    encode, tokenizer, text_source = _text_model(c["weights"], c["device"])
+    vae_source = c["weights"] / "scenes-vae"
+    vae = AutoencoderKL.from_pretrained(vae_source, torch_dtype=torch.float32).to(c["device"]).eval().requires_grad_(False)
+    return LatentEncoding(vae, encode), tokenizer, text_source, vae_source
+
+
+def _latent_recipe(c: dict):
+    from regionedit.toyworld.latent import LatentRecipe
+
+    speed = c["speed"]
+    return LatentRecipe(learning_rate=c["spec"]["learning_rate"], edit_weight=c["edit_weight"],
+                        pool=speed.pool if speed.pool or c["smoke"] else LatentRecipe.pool,
+                        refresh_every=speed.refresh_every)
+
+
 def _t2i(c: dict):
     from regionedit.bench.toymodels import eval_t2i
     from regionedit.models import load_model
-    from regionedit.toyworld import models
+    from regionedit.toyworld import latent
 
-    encode, tokenizer, source = _text_model(c["weights"], c["device"])
-    checkpoint = _checkpointer(c, lambda ema: _save_pipeline(c["folder"], ema, source))
-    stream = models.CaptionStream(tokenizer, encode, c["batch"])
-    unet, steps = models.train_diffusion(_start_unet(c, lambda: models.scenes_unet(3)), stream, c["budget"], c["spec"]["learning_rate"], c["device"],
-                                         c["workers"], c["log"], checkpoint, speed=c["speed"])
-    _save_pipeline(c["folder"], unet, source)
-    count, sampling_steps = (4, 5) if c["smoke"] else (256, 50)
+    encoding, tokenizer, text_source, vae_source = _latent_encoding(c)
+    checkpoint = _checkpointer(c, lambda ema: _save_pipeline(c["folder"], ema, text_source, vae_source))
+    stream = latent.LatentCaptionStream(tokenizer, encoding, c["batch"])
+    recipe = _latent_recipe(c)
+    unet, steps = latent.train_latent(_start_unet(c, lambda: latent.latent_unet(latent.LATENT_CHANNELS)), stream,
+                                      c["budget"], recipe, c["device"], c["log"], checkpoint)
+    _save_pipeline(c["folder"], unet, text_source, vae_source)
+    count, sampling_steps = (4, 5) if c["smoke"] else (256, 20)
     evaluate = lambda: eval_t2i(load_model(str(c["folder"]), device=c["device"]), count, sampling_steps)  # noqa: E731
-    data = "scenes of the train split with captions (10 % dropped for guidance); text encoder of scenes-clip, frozen"
-    return {"data": data, "ema": 0.999}, steps, evaluate
+    data = ("latents of train-split scenes with captions (10 % dropped for guidance), cached in a refreshing pool; "
+            "text encoder of scenes-clip and autoencoder scenes-vae, frozen")
+    return {"data": data, "ema": 0.999, "recipe": recipe.__dict__}, steps, evaluate
 
 
 def _instruct(c: dict):
     from diffusers import UNet2DConditionModel
 
     from regionedit.bench.toymodels import eval_instruct
-    from regionedit.toyworld import models
+    from regionedit.toyworld import latent
 
     spec = c["spec"]
-    encode, tokenizer, source = _text_model(c["weights"], c["device"])
+    encoding, tokenizer, text_source, vae_source = _latent_encoding(c)
     if "remove_share" in spec and not c["resume"]:
         unet = UNet2DConditionModel.from_pretrained(c["weights"] / spec["needs"] / "unet", torch_dtype=torch.float32)
     else:
-        unet = _start_unet(c, lambda: models.scenes_unet(6))
-    checkpoint = _checkpointer(c, lambda ema: _save_pipeline(c["folder"], ema, source))
-    stream = models.InstructionStream(tokenizer, encode, c["batch"], spec.get("remove_share"))
-    unet, steps = models.train_diffusion(unet, stream, c["budget"], spec["learning_rate"], c["device"], c["workers"],
-                                         c["log"], checkpoint, speed=c["speed"])
-    _save_pipeline(c["folder"], unet, source)
+        unet = _start_unet(c, lambda: latent.latent_unet(2 * latent.LATENT_CHANNELS))
+    checkpoint = _checkpointer(c, lambda ema: _save_pipeline(c["folder"], ema, text_source, vae_source))
+    stream = latent.LatentInstructionStream(tokenizer, encoding, c["batch"], spec.get("remove_share"))
+    recipe = _latent_recipe(c)
+    unet, steps = latent.train_latent(unet, stream, c["budget"], recipe, c["device"], c["log"], checkpoint)
+    _save_pipeline(c["folder"], unet, text_source, vae_source)
     evaluate = lambda: eval_instruct(str(c["folder"]), 2 if c["smoke"] else 400, device=str(c["device"]))  # noqa: E731
-    data = "instruction triplets of the train split, IP2P dropout (5 % text, 5 % image, 5 % both); text encoder of scenes-clip, frozen"
+    data = ("latent instruction triplets of the train split in a refreshing pool, IP2P dropout (5 % text, 5 % image, "
+            "5 % both); text encoder of scenes-clip and autoencoder scenes-vae, frozen")
     if "remove_share" in spec:
         data += f"; tuned from {spec['needs']} with {int(spec['remove_share'] * 100)} % removals"
-    return {"data": data, "ema": 0.999}, steps, evaluate
+    return {"data": data, "ema": 0.999, "recipe": recipe.__dict__}, steps, evaluate
