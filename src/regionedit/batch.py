@@ -262,12 +262,12 @@ class Worker:
             self._cache[key] = build()
         return self._cache[key]
 
-    def model(self, name: str | None):
+    def model(self, name: str | None, task: str):
+        """The manifest line's model, else --model, else the embedded default of ``task``."""
         from regionedit.models import load_model
+        from regionedit.models.defaults import default_model
 
-        name = name or self.default_model
-        if name is None:
-            raise RegionEditError("no model: give 'model' in the manifest line or --model")
+        name = name or self.default_model or default_model(task)
         return self.cached(("model", name), lambda: load_model(name, device=self.device))
 
     def run_group(self, group: list[Job]) -> None:
@@ -306,10 +306,10 @@ class Worker:
         from regionedit.methods import zone
         from regionedit.segment_everything import load_segment_everything
 
-        model = self.model(group[0].model)
+        model = self.model(group[0].model, "zone")
         params = dict(group[0].params)
         second_name = params.pop("model2", zone.partner_of(model.name))
-        second = None if second_name in (None, "none") else self.model(second_name)
+        second = None if second_name in (None, "none") else self.model(second_name, "zone")
         segmenter = self.cached(("segmenter", params.get("segmenter", "classical")),
                                 lambda: load_segment_everything(params.pop("segmenter", "classical"), model.device))
         params.pop("segmenter", None)
@@ -329,7 +329,7 @@ class Worker:
         from regionedit.segment import companions, load_clip, load_segmenter
 
         (job,) = group
-        model = self.model(job.model)
+        model = self.model(job.model, "rdm")
         image = self._image(job)
         params = dict(job.params)
         segmenter_name, clip_name = companions(model.name)
@@ -353,7 +353,7 @@ class Worker:
         from regionedit.methods import ddpm_edit
 
         (job,) = group
-        model = self.model(job.model)
+        model = self.model(job.model, "ddpm-text" if job.fields.get("target_prompt") else "ddpm-pixel")
         params = dict(job.params)
         inversion = invert(model, self._image(job), prompt=job.fields.get("source_prompt"),
                            guidance_scale=params.pop("source_cfg", 3.5), num_inference_steps=params.pop("steps", 100),
@@ -372,9 +372,9 @@ class Worker:
         )
 
         (job,) = group
-        model = self.model(job.model)
         path = Path(job.fields["directions"])
         directions = self.cached(("directions", str(path)), lambda: Directions.load(path if path.is_absolute() else job.image.parent / path))
+        model = self.model(job.model or self.default_model or directions.model, job.method)
         start = start_from_image(model, self._image(job), timestep=directions.timestep,
                                  num_inference_steps=directions.num_inference_steps, seed=job.seed)
         directions.check_compatible(model.name, h_shape(model, start) if directions.space == "h" else tuple(start.x_t.shape[1:]))

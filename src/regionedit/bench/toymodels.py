@@ -77,8 +77,8 @@ def eval_faces_ddpm(model, count: int = 256, steps: int = 50) -> dict:
             "count": count, "steps": steps}
 
 
-def eval_t2i(model, count: int = 256, steps: int = 50, guidance: float = 5.0) -> dict:
-    scenes = scenes_world.generate_scenes(split_seeds("benchmark", count))
+def eval_t2i(model, count: int = 256, steps: int = 50, guidance: float = 5.0, split: str = "benchmark") -> dict:
+    scenes = scenes_world.generate_scenes(split_seeds(split, count))
     captions = [scenes.caption(i) for i in range(count)]
     samples = generate(model, count, captions, steps, guidance)
     reading = probes.predict(probes.load_probe("scenes", device=model.device), samples)
@@ -90,7 +90,7 @@ def eval_t2i(model, count: int = 256, steps: int = 50, guidance: float = 5.0) ->
         correct &= reading[f"{kind}_present"].bool() == present.bool().cpu()
         correct &= ~present.bool().cpu() | (reading[f"{kind}_colour"] == colour.cpu())
     return {"caption_correct_share": round(float(correct.float().mean()), 4), "count": count, "steps": steps,
-            "guidance": guidance}
+            "guidance": guidance, "split": split}
 
 
 def eval_instruct(model_name: str, count: int = 400, device=None, split: str = "benchmark") -> dict:
@@ -104,14 +104,14 @@ def eval_instruct(model_name: str, count: int = 400, device=None, split: str = "
             "background_l1": {k: v["background_l1"] for k, v in rows.items()}, "count": count, "split": split}
 
 
-def eval_vae(count: int = 256, device=None) -> dict:
-    """Reconstruction PSNR of the toy autoencoder on benchmark scenes (encode's mode, then decode)."""
+def eval_vae(count: int = 256, device=None, split: str = "benchmark") -> dict:
+    """Reconstruction PSNR of the toy autoencoder on ``split`` scenes (encode's mode, then decode)."""
     from diffusers import AutoencoderKL
 
     from regionedit.toyworld.latent import reconstruction_psnr
 
     vae = AutoencoderKL.from_pretrained(probes.WEIGHTS_DIR / "scenes-vae", torch_dtype=torch.float32).to(device or "cpu")
-    return {"reconstruction_psnr": reconstruction_psnr(vae.eval(), count), "count": count,
+    return {"reconstruction_psnr": reconstruction_psnr(vae.eval(), count, split), "count": count, "split": split,
             "scaling_factor": vae.config.scaling_factor}
 
 
@@ -208,27 +208,31 @@ def card_evaluation(folder: Path | None) -> dict | None:
     return json.loads(card.read_text()).get("evaluation") if card is not None and card.exists() else None
 
 
-def bench_toymodels(names: list[str], device=None, count: int | None = None) -> dict:
+def bench_toymodels(names: list[str], device=None, count: int | None = None, split: str = "benchmark") -> dict:
+    """Measure each model's bar figures. ``names``: embedded ``toy/…`` names, or model folders (a
+    training run that is not shipped, e.g. an ablation) measured as their kind of model is.
+    ``split="validation"`` is for choosing settings; the bars are judged on the benchmark split."""
     from regionedit.models import load_model
     from regionedit.models.loading import embedded_models
     from regionedit.segment import load_clip, load_segmenter
 
-    result = {"benchmark": "toymodels", "machine": machine()}
+    result = {"benchmark": "toymodels", "split": split, "machine": machine()}
     for name in names:
         if name == "toy/scenes-vae":
-            result[name] = eval_vae(count or 256, device)
+            result[name] = eval_vae(count or 256, device, split)
             continue
         if name == "toy/scenes-clip":
             figures = eval_clip(load_clip(name, device), count or 100)
         elif name == "toy/scenes-clipseg":
             figures = eval_clipseg(load_segmenter(name, device), count or 200)
-        elif name == "toy/faces-ddpm":
-            figures = eval_faces_ddpm(load_model(name, device=device), count or 256)
-        elif name == "toy/scenes-t2i":
-            figures = eval_t2i(load_model(name, device=device), count or 256)
         else:
-            figures = eval_instruct(name, count or 400, device)
-        if name not in ("toy/scenes-clip", "toy/scenes-clipseg"):
+            model = load_model(name, device=device)
+            if model.is_instruct:
+                figures = eval_instruct(name, count or 400, device, split)
+            elif model.is_text_conditional:
+                figures = eval_t2i(model, count or 256, split=split)
+            else:
+                figures = eval_faces_ddpm(model, count or 256)
             figures["cpu_20_step_sample_s"] = sample_seconds(load_model(name, device="cpu"))
         result[name] = figures
     for name in names:  # after the loop: the remove model's bar needs the main model's figures

@@ -51,9 +51,15 @@ DILATION_AT_512 = 15  # our choice: the paper dilates without giving the size
 PARTNERS = {"tiny/": "tiny/ip2p-b", "toy/": "toy/scenes-instruct-remove", "": "vinesmsuic/magicbrush-jul7"}
 
 
-def partner_of(model_name: str) -> str:
-    """The second instruct model fused by default: MagicBrush for hub models, the remove-tuned toy model."""
-    return next(partner for prefix, partner in PARTNERS.items() if model_name.startswith(prefix))
+def partner_of(model_name: str) -> str | None:
+    """The second instruct model fused by default: MagicBrush for hub models, the remove-tuned toy
+    model for the toy one (None, i.e. a single model, where this installation does not ship it)."""
+    partner = next(partner for prefix, partner in PARTNERS.items() if model_name.startswith(prefix))
+    if partner.startswith("toy/"):
+        from regionedit.models.loading import embedded_models
+
+        return partner if partner in embedded_models() else None
+    return partner
 
 
 @dataclass

@@ -52,12 +52,14 @@ def hardware(device: torch.device) -> str:
 def train(name: str, out: str | Path | None = None, steps: int | None = None, device: str | None = None,
           smoke: bool = False, log=print, weights: str | Path | None = None, batch: int | None = None,
           minutes: float | None = None, workers: int | None = None, resume: bool = False, speed=None,
-          edit_weight: float | None = None) -> Path:
+          edit_weight: float | None = None, evaluate: bool = True) -> Path:
     """Train ``name``; prerequisites are read from ``weights`` (default: the package's weights).
     ``resume``: start from the weights already in the output folder (a finished run or a checkpoint;
     the optimiser starts afresh) and add this run to the card's history. ``speed``: a
     :class:`regionedit.toyworld.models.Speed` for the diffusion models (pool, compile). ``edit_weight``:
-    the latent instruct models' loss weight inside the edited region (default: the spec's, else 1)."""
+    the latent instruct models' loss weight inside the edited region (default: the spec's, else 1).
+    ``evaluate=False``: leave the bar to `regionedit bench toymodels` (runs of an ablation are
+    compared on the validation split; only the chosen one is measured on the benchmark split)."""
     if name not in TRAINABLE:
         raise RegionEditError(f"unknown trainable model {name!r} (trainable: {', '.join(TRAINABLE)})")
     log = log or (lambda message: None)
@@ -87,10 +89,14 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     torch.manual_seed(0)  # before any model is built: its initial weights are part of the recipe
     trainer = {"clip": _clip, "clipseg": _clipseg, "faces": _faces, "vae": _vae, "t2i": _t2i,
                "instruct": _instruct}[spec["kind"]]
-    settings, steps_run, evaluate = trainer(context)
+    settings, steps_run, evaluate_run = trainer(context)
     wall = round(time.perf_counter() - began, 1)
     try:
-        evaluation = evaluate()
+        if not evaluate:
+            raise _NotEvaluated
+        evaluation = evaluate_run()
+    except _NotEvaluated:
+        evaluation = {"note": "not measured at the end of training (regionedit bench toymodels)"}
     except Exception as exc:  # the weights are saved; measure them later with `regionedit bench toymodels`
         log(f"{name}: evaluation failed: {exc}\n{traceback.format_exc()}")
         evaluation = {"error": f"{type(exc).__name__}: {exc}"}
@@ -121,6 +127,10 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
 def _speed_flags(speed) -> str:
     flags = f" --pool {speed.pool} --refresh-every {speed.refresh_every}" if speed.pool else ""
     return flags + (" --compile" if speed.compile else "")
+
+
+class _NotEvaluated(Exception):
+    pass
 
 
 def _recipe_flags(c: dict) -> str:
