@@ -259,3 +259,23 @@ def test_vae_scaling_factor_gives_unit_latents():
     with torch.no_grad():
         z = torch.cat([vae.encode(stream.materialise(stream.make(b), "cpu")).latent_dist.mode() for b in range(2)])
     assert float((z * factor).std()) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_decoder_only_tuning_keeps_the_latents(tmp_path):
+    from diffusers import AutoencoderKL
+
+    weights = tmp_path / "w"
+    assert main(["toyworld", "train", "scenes-vae", "--smoke", "--weights", str(weights), "-q"]) == 0
+    before = AutoencoderKL.from_pretrained(weights / "scenes-vae")
+    assert main(["toyworld", "train", "scenes-vae", "--decoder-only", "--smoke", "--weights", str(weights), "-q"]) == 2
+    assert main(["toyworld", "train", "scenes-vae", "--resume", "--decoder-only", "--smoke", "--weights", str(weights),
+                 "-q"]) == 0
+    after = AutoencoderKL.from_pretrained(weights / "scenes-vae")
+    assert after.config.scaling_factor == before.config.scaling_factor
+    for part in ("encoder", "quant_conv"):
+        old, new = getattr(before, part).state_dict(), getattr(after, part).state_dict()
+        assert all(torch.equal(old[k], new[k]) for k in old), part
+    old, new = before.decoder.state_dict(), after.decoder.state_dict()
+    assert any(not torch.equal(old[k], new[k]) for k in old)
+    card = json.loads((weights / "scenes-vae" / "card.json").read_text())
+    assert card["reproduce"].endswith(" && regionedit toyworld train scenes-vae --steps 2 --batch 4 --decoder-only --resume")

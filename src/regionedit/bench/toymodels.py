@@ -208,6 +208,34 @@ def card_evaluation(folder: Path | None) -> dict | None:
     return json.loads(card.read_text()).get("evaluation") if card is not None and card.exists() else None
 
 
+def _shortfall(name: str, evaluation: dict) -> str:
+    figure, minimum = BARS[name]
+    value = evaluation.get(figure)
+    if isinstance(value, dict):
+        below = ", ".join(f"{k} {v}" for k, v in value.items() if k != "overall" and v < minimum)
+        text = f"{figure} below {minimum} for {below}" if below else ""
+    else:
+        text = f"{figure} {value} < {minimum}"
+    background = (evaluation.get("background_l1") or {}).get("overall")
+    if name == MAIN_INSTRUCT and background is not None and background > INSTRUCT_MAX_BACKGROUND_L1:
+        text += ("; " if text else "") + f"background L1 {background} > {INSTRUCT_MAX_BACKGROUND_L1}"
+    return text
+
+
+def model_status(folder: Path) -> str:
+    """One line from a model's card: its quality bar met, or preliminary with the measured figure."""
+    evaluation = card_evaluation(folder) or {}
+    if evaluation.get("meets_bar") is True:
+        return "meets its quality bar (card.json)"
+    if evaluation.get("meets_bar") is False:
+        if f"toy/{folder.name}" == REMOVE_INSTRUCT:
+            shortfall = f"removal success {evaluation['edit_success']['remove']} does not beat {MAIN_INSTRUCT}'s"
+        else:
+            shortfall = _shortfall(f"toy/{folder.name}", evaluation)
+        return f"PRELIMINARY: {shortfall} (card.json); train further with --resume"
+    return "not yet measured (regionedit bench toymodels)"
+
+
 def bench_toymodels(names: list[str], device=None, count: int | None = None, split: str = "benchmark") -> dict:
     """Measure each model's bar figures. ``names``: embedded ``toy/…`` names, or model folders (a
     training run that is not shipped, e.g. an ablation) measured as their kind of model is.
