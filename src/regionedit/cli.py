@@ -113,11 +113,16 @@ def _pair(text: str, what: str, count: int, kind=float) -> tuple:
     return values
 
 
-def _invert(args, model, image, prompt: str | None, guidance: float):
-    from regionedit.core.inversion import invert
+def _invert(args, model, image, prompt: str | None, guidance: float, ddim: bool = False):
+    from regionedit.core.inversion import ddim_invert, invert
 
     _check_prompt(model, prompt, "--prompt" if args.command == "invert" else "--source-prompt")
     max_side = args.max_side or model.native_resolution
+    if ddim:
+        inversion = ddim_invert(model, image, prompt=prompt, guidance_scale=guidance, num_inference_steps=args.steps,
+                                max_side=max_side, progress=not args.quiet)
+        _fit_notes(inversion.fit, model)
+        return inversion
     inversion = invert(
         model, image, prompt=prompt, guidance_scale=guidance, num_inference_steps=args.steps, eta=args.eta,
         seed=args.seed, batched=not args.sequential, batch_size=args.batch_size, max_side=max_side,
@@ -161,23 +166,41 @@ def cmd_invert(args) -> int:
 def cmd_edit_ddpm(args) -> int:
     from regionedit.core.inversion import DDPMInversion
     from regionedit.images import check_output_path, save_png
-    from regionedit.methods import ddpm_edit
+    from regionedit.methods import ddpm_edit, p2p
 
     if (args.image is None) == (args.inversion is None):
         raise RegionEditError("give either an IMAGE to invert or --inversion FILE")
+    p2p_flags = [flag for flag, value in (("--cross-replace", args.cross_replace), ("--self-replace", args.self_replace),
+                                          ("--blend-words", args.blend_words), ("--reweight", args.reweight)) if value]
+    if p2p_flags and not args.p2p:
+        raise RegionEditError(f"{', '.join(p2p_flags)}: only with --p2p")
+    if args.inversion_type == "ddim" and not args.p2p:
+        raise RegionEditError("--inversion-type ddim is for the Prompt-to-Prompt comparison: add --p2p")
+    if args.num_samples < 1:
+        raise RegionEditError(f"--num-samples must be ≥ 1, got {args.num_samples}")
+    if args.num_samples > 1 and args.inversion_type == "ddim":
+        raise RegionEditError("--num-samples > 1 needs the edit-friendly inversion (DDIM inversion draws nothing)")
+    ddim = args.inversion_type == "ddim"
+    if args.skip is None:
+        args.skip = (p2p.DDIM_SKIP if ddim else p2p.DEFAULT_SKIP) if args.p2p else ddpm_edit.DEFAULT_SKIP
+    if args.target_cfg is None:
+        args.target_cfg = p2p.DEFAULT_TARGET_GUIDANCE if args.p2p else ddpm_edit.DEFAULT_TARGET_GUIDANCE
     _check_nonnegative(source_cfg=args.source_cfg, target_cfg=args.target_cfg, skip=args.skip)
+    reweight = dict(_reweight(item) for item in args.reweight or [])
     steps = args.steps
     if args.inversion is not None:
         inversion = DDPMInversion.load(args.inversion)
         steps = inversion.num_inference_steps
     if args.skip >= steps:
         raise RegionEditError(f"--skip must be smaller than the number of steps ({steps}), got {args.skip}")
-    check_output_path(args.output, [args.image, args.inversion, args.save_inversion])
+    outputs = _numbered(args.output, args.num_samples)
+    for output in outputs:
+        check_output_path(output, [args.image, args.inversion, args.save_inversion])
     image = _read_image(args.image) if args.image else None
     model = _load_model(args)
     _check_prompt(model, args.target_prompt, "--target-prompt")
     if args.inversion is None:
-        inversion = _invert(args, model, image, args.source_prompt, args.source_cfg)
+        inversion = _invert(args, model, image, args.source_prompt, args.source_cfg, ddim=ddim)
         if args.save_inversion:
             inversion.save(args.save_inversion)
     if args.shift:
@@ -185,13 +208,39 @@ def cmd_edit_ddpm(args) -> int:
         inversion = ddpm_edit.shift(inversion, dx, dy)
     if args.tint:
         inversion = ddpm_edit.tint(inversion, _pair(args.tint, "--tint", model.channels))
-    output = ddpm_edit.edit(
-        model, inversion, args.target_prompt, guidance_scale=args.target_cfg, skip=args.skip, progress=not args.quiet
-    )
-    recipe = {**output.recipe, "input": Path(args.image or args.inversion).name, "shift": args.shift, "tint": args.tint}
-    save_png(output.image, args.output, recipe)
-    print(f"wrote {args.output}")
+    draws = ddpm_edit.redraws(model, inversion, args.num_samples) if args.num_samples > 1 else [inversion]
+    for output_path, draw in zip(outputs, draws, strict=True):
+        if args.p2p:
+            output = p2p.edit(model, draw, args.target_prompt, guidance_scale=args.target_cfg, skip=args.skip,
+                              cross_replace=args.cross_replace, self_replace=args.self_replace, reweight=reweight,
+                              blend_words=args.blend_words or (), blend_threshold=args.blend_threshold,
+                              progress=not args.quiet)
+        else:
+            output = ddpm_edit.edit(model, draw, args.target_prompt, guidance_scale=args.target_cfg, skip=args.skip,
+                                    progress=not args.quiet)
+        recipe = {**output.recipe, "input": Path(args.image or args.inversion).name, "shift": args.shift, "tint": args.tint}
+        save_png(output.image, output_path, recipe)
+        print(f"wrote {output_path}")
     return 0
+
+
+def _numbered(output: str, count: int) -> list[str]:
+    """``out.png`` → [out.png] for one sample, [out-0.png, …, out-{N-1}.png] for N."""
+    if count == 1:
+        return [output]
+    path = Path(output)
+    return [str(path.with_name(f"{path.stem}-{k}{path.suffix}")) for k in range(count)]
+
+
+def _reweight(text: str) -> tuple[str, float]:
+    word, sep, value = text.partition("=")
+    try:
+        scale = float(value)
+    except ValueError:
+        scale = None
+    if not sep or not word.strip() or scale is None:
+        raise RegionEditError(f"--reweight must be WORD=SCALE (e.g. blue=2), got {text!r}")
+    return word.strip(), scale
 
 
 def _read_masks(specs: list[str], size: tuple[int, int]) -> list:
@@ -590,6 +639,25 @@ def cmd_bench_zone(args) -> int:
     return 0
 
 
+def cmd_bench_p2p(args) -> int:
+    from regionedit.bench import write_json
+    from regionedit.bench.inversion import SD15_RANDOM
+    from regionedit.bench.p2p import bench_p2p
+
+    _check_nonnegative(steps=args.steps, skip=args.skip)
+    if args.skip >= args.steps:
+        raise RegionEditError(f"--skip must be smaller than --steps ({args.steps}), got {args.skip}")
+    if args.samples < 2 or args.repeats < 1:
+        raise RegionEditError(f"--samples must be ≥ 2 and --repeats ≥ 1, got {args.samples} and {args.repeats}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = args.model or ("tiny/sd" if args.tiny else SD15_RANDOM)
+    result = bench_p2p(model, _device(args), DTYPES.get(args.dtype), steps=args.steps, skip=args.skip,
+                       repeats=args.repeats, samples=args.samples)
+    print(write_json(result, args.json))
+    return 0
+
+
 def cmd_bench_batch(args) -> int:
     from regionedit.bench import write_json
     from regionedit.bench.batch import bench_batch
@@ -692,11 +760,21 @@ def build_parser() -> argparse.ArgumentParser:
     ddpm.add_argument("--source-prompt", help="text describing the input (text models)")
     ddpm.add_argument("--target-prompt", help="text describing the wanted result (text models)")
     ddpm.add_argument("--source-cfg", type=float, default=3.5, help="source guidance (paper: 3.5)")
-    ddpm.add_argument("--target-cfg", type=float, default=15.0, help="target guidance (paper: 15)")
-    ddpm.add_argument("--skip", type=int, default=36, help="steps skipped before editing starts (paper: 36 of 100)")
+    ddpm.add_argument("--target-cfg", type=float, help="target guidance (paper: 15; with --p2p 9)")
+    ddpm.add_argument("--skip", type=int, help="steps skipped before editing starts (paper: 36 of 100; --p2p 12, DDIM 0)")
     ddpm.add_argument("--shift", help="DX,DY: translate the noise maps (sample pixels)")
     ddpm.add_argument("--tint", help="comma-separated per-channel offsets added to the noise maps")
     ddpm.add_argument("--save-inversion", help="also write the inversion of IMAGE to this file")
+    ddpm.add_argument("--num-samples", type=int, default=1,
+                      help="N edits from N independent noise-map draws (seeds SEED…SEED+N-1): writes OUT-0.png … OUT-{N-1}.png")
+    ddpm.add_argument("--p2p", action="store_true", help="Prompt-to-Prompt attention control (replace / refine by token count)")
+    ddpm.add_argument("--cross-replace", type=float, help="--p2p: fraction of the steps with cross-attention edited (0.6; DDIM 0.8)")
+    ddpm.add_argument("--self-replace", type=float, help="--p2p: fraction of the steps with self-attention injected (0.2; DDIM 0.4)")
+    ddpm.add_argument("--blend-words", nargs="+", metavar="WORD", help="--p2p: local blending by these words' attention")
+    ddpm.add_argument("--blend-threshold", type=float, default=0.3, help="--p2p: blend-mask threshold (P2P: 0.3)")
+    ddpm.add_argument("--reweight", action="append", metavar="WORD=SCALE", help="--p2p: scale a target word's attention (repeatable)")
+    ddpm.add_argument("--inversion-type", choices=("ddpm", "ddim"), default="ddpm",
+                      help="edit-friendly DDPM inversion (default) or DDIM inversion (with --p2p, for comparison)")
     _add_model_options(ddpm)
     _add_inversion_options(ddpm)
     ddpm.set_defaults(func=cmd_edit_ddpm)
@@ -873,6 +951,17 @@ def build_parser() -> argparse.ArgumentParser:
     zone_bench.add_argument("--steps", type=int, default=20)
     zone_bench.add_argument("--json", help="write the result to this file")
     zone_bench.set_defaults(func=cmd_bench_zone)
+
+    p2p_bench = benches.add_parser("p2p", parents=[common], help="Prompt-to-Prompt's cost over the plain edit-friendly edit, and diversity")
+    p2p_bench.add_argument("--tiny", action="store_true", help="tiny/sd (default: random SD-1.5-sized)")
+    _add_model_options(p2p_bench, required=False)
+    p2p_bench.add_argument("--steps", type=int, default=100)
+    p2p_bench.add_argument("--skip", type=int, default=12)
+    p2p_bench.add_argument("--repeats", type=int, default=3, help="timed runs of each edit (the best is kept)")
+    p2p_bench.add_argument("--samples", type=int, default=3, help="noise-map draws for the diversity measurement")
+    p2p_bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p2p_bench.add_argument("--json", help="write the result to this file")
+    p2p_bench.set_defaults(func=cmd_bench_p2p)
 
     batch_bench = benches.add_parser("batch", parents=[common], help="items per second of `regionedit batch`, 1 vs N processes")
     batch_bench.add_argument("--processes", default="1,2")

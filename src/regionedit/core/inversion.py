@@ -12,6 +12,9 @@ Where we differ from the released code (documented in README.md):
 - the last noise map (x_1 → x0) is kept instead of zeroed, so reconstruction is exact; where the
   schedule's last step has σ = 0 (final ᾱ = 1) the map holds the raw residual (scale 1);
 - for η ≠ 1 the standard DDIM mean √(1-ᾱ_prev-σ_η²) is used (the code mixes η and η²).
+
+:func:`ddim_invert` gives the deterministic DDIM inversion in the same container (η = 0, zero
+maps), for comparisons such as Prompt-to-Prompt on DDIM.
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ class DDPMInversion:
     @property
     def num_inference_steps(self) -> int:
         return len(self.schedule)
+
+    @property
+    def is_exact(self) -> bool:
+        """Edit-friendly maps (η > 0) give x0 back exactly; a DDIM inversion (η = 0, zero maps) does not."""
+        return self.eta > 0
 
     def to(self, device: torch.device | str) -> DDPMInversion:
         moved = {k: getattr(self, k).to(device) for k in ("x0", "xts", "zs")}
@@ -149,6 +157,47 @@ def invert(
     return DDPMInversion(
         x0=x0, xts=xts, zs=zs, noise_scale=scale, schedule=schedule, prompt=prompt,
         guidance_scale=float(guidance_scale), eta=float(eta), seed=seed, model=model.name, fit=fit,
+    )
+
+
+def ddim_invert(
+    model: DiffusionModel,
+    image=None,
+    prompt: str | None = None,
+    guidance_scale: float = 3.5,
+    num_inference_steps: int = 100,
+    max_side: int | None = None,
+    latents: torch.Tensor | None = None,
+    progress: bool = True,
+) -> DDPMInversion:
+    """Deterministic DDIM inversion, as a :class:`DDPMInversion` with η = 0 and zero noise maps.
+
+    ``xts[i]`` is the image inverted up to timestep t_i (x_{t_i} = DDIM⁻¹ step of x_{t_{i+1}}, ε̂
+    evaluated at the lower timestep's sample, the usual approximation). Sampling from it with
+    :func:`sample_from_noise_maps` is plain DDIM; unlike the edit-friendly maps it does not give
+    x0 back exactly (the approximation and CFG both drift). For comparisons (P2P on DDIM).
+    """
+    if (image is None) == (latents is None):
+        raise RegionEditError("give either an image or latents to invert")
+    if num_inference_steps < 1:
+        raise RegionEditError(f"num_inference_steps must be ≥ 1, got {num_inference_steps}")
+    denoiser = model.denoiser(prompt, guidance_scale)
+    fit = None
+    if image is not None:
+        pixels, fit = model.fit_image(image, max_side)
+        latents = model.encode(pixels)
+    schedule = Schedule.from_scheduler(model.scheduler, num_inference_steps)
+    x0 = latents.to(model.device, torch.float32)
+    xts = torch.empty((len(schedule), *x0.shape[1:]), device=x0.device)
+    x = x0
+    for i in tqdm(range(len(schedule) - 1, -1, -1), disable=not progress, desc="DDIM inversion", leave=False):
+        with torch.no_grad():
+            x = schedule.invert_step(i, x, denoiser(x, schedule.timesteps[i]))
+        xts[i] = x[0]
+    return DDPMInversion(
+        x0=x0, xts=xts, zs=torch.zeros_like(xts), noise_scale=torch.ones(len(schedule), dtype=torch.float64),
+        schedule=schedule, prompt=prompt, guidance_scale=float(guidance_scale), eta=0.0, seed=None,
+        model=model.name, fit=fit,
     )
 
 

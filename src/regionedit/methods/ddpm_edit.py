@@ -6,6 +6,9 @@ Algorithm (paper defaults from the released code: 100 steps, skip 36, CFG 3.5 �
    target prompt and target CFG, injecting the stored z_t instead of fresh noise.
 Noise-map manipulations: translating x_T and every z_t translates the image; adding a colour
 offset to the maps inside a region tints that region.
+Diversity (the paper's §5): the noise maps of one image are not unique — each draw of the
+independent x_t gives other maps that reconstruct the same x0 but edit differently, so N
+inversions with N seeds give N different edits (:func:`redraw`, :func:`edit_samples`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 from PIL import Image
 
 from regionedit import __version__
-from regionedit.core.inversion import DDPMInversion, sample_from_noise_maps
+from regionedit.core.inversion import DDPMInversion, invert, sample_from_noise_maps
 from regionedit.errors import RegionEditError
 from regionedit.images import tensor_to_pil
 from regionedit.models.backend import DiffusionModel
@@ -63,6 +66,37 @@ def reconstruct(model: DiffusionModel, inversion: DDPMInversion, progress: bool 
     output = edit(model, inversion, inversion.prompt, inversion.guidance_scale, skip=0, progress=progress)
     output.recipe["method"] = "ddpm_reconstruct"
     return output
+
+
+def redraw(model: DiffusionModel, inversion: DDPMInversion, seed: int) -> DDPMInversion:
+    """Invert the same x0 again with another draw of the noisy path (``seed``): other noise maps,
+    the same reconstruction, a different edit."""
+    if not inversion.is_exact:
+        raise RegionEditError("only edit-friendly inversions (η > 0) can be redrawn; a DDIM inversion has no draw")
+    fresh = invert(model, latents=inversion.x0, prompt=inversion.prompt, guidance_scale=inversion.guidance_scale,
+                   num_inference_steps=inversion.num_inference_steps, eta=inversion.eta, seed=seed, progress=False)
+    return replace(fresh, fit=inversion.fit)
+
+
+def redraws(model: DiffusionModel, inversion: DDPMInversion, num_samples: int) -> list[DDPMInversion]:
+    """``inversion`` and ``num_samples - 1`` redraws of it, with seeds seed+1, seed+2, …"""
+    if num_samples < 1:
+        raise RegionEditError(f"num_samples must be ≥ 1, got {num_samples}")
+    base = inversion.seed if inversion.seed is not None else 0
+    return [inversion] + [redraw(model, inversion, base + k) for k in range(1, num_samples)]
+
+
+def edit_samples(
+    model: DiffusionModel,
+    inversion: DDPMInversion,
+    prompt: str | None = None,
+    guidance_scale: float = DEFAULT_TARGET_GUIDANCE,
+    skip: int = DEFAULT_SKIP,
+    num_samples: int = 1,
+    progress: bool = True,
+) -> list[DDPMEditOutput]:
+    """``num_samples`` edits from independent noise-map draws (the first from ``inversion`` itself)."""
+    return [edit(model, draw, prompt, guidance_scale, skip, progress) for draw in redraws(model, inversion, num_samples)]
 
 
 def to_image(model: DiffusionModel, sample: torch.Tensor, inversion: DDPMInversion) -> Image.Image:
