@@ -27,8 +27,22 @@ def test_bench_inversion_tiny_json(tmp_path, capsys):
 
 def test_demo_writes_a_labelled_gallery(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "-q"]) == 0
+    from regionedit.models.loading import embedded_models
+
     page = (tmp_path / "index.html").read_text()
-    assert "PLUMBING DEMO" in page and "tiny randomly initialised" in page and "toy/faces-ddpm" in page
+    assert "toy/faces-ddpm" in page
+    scenes = {"toy/scenes-t2i", "toy/scenes-instruct"}
+    if scenes <= set(embedded_models()):  # every row is a semantic edit on an embedded model
+        assert "PLUMBING" not in page and "tiny/" not in page
+        assert read_recipe(tmp_path / "zone_output.png")["model"] == "toy/scenes-instruct"
+        assert read_recipe(tmp_path / "sd_edit.png")["model"] == "toy/scenes-t2i"
+        assert "zone_truth.png" in page and "sd_truth.png" in page and "rdm_truth.png" in page
+        # ZONE keeps the input outside its final mask
+        source, output = (pil_to_tensor(Image.open(tmp_path / n)) for n in ("zone_input.png", "zone_output.png"))
+        mask = (pil_to_tensor(Image.open(tmp_path / "zone_final_mask.png"))[:, :1] > 0).float()
+        assert metrics.l1(output, source, mask, "outside") <= 2 / 255  # [-1, 1] scale: one 8-bit level
+    else:  # a labelled fallback on tiny random models
+        assert "PLUMBING DEMO" in page and "tiny randomly initialised" in page
     for name in ("ddpm_reconstruction.png", "ddpm_shift.png", "ddpm_tint.png", "sd_edit.png"):
         assert name in page and read_recipe(tmp_path / name)["method"].startswith("ddpm_")
     assert read_recipe(tmp_path / "ddpm_reconstruction.png")["model"] == "toy/faces-ddpm"

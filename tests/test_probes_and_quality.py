@@ -94,3 +94,14 @@ def test_face_labels_hide_what_cannot_be_seen():
     assert torch.equal(weight.bool(), batch.factors["eye_openness"] >= 0.35)
     _, weight = labels["hat_colour"]
     assert torch.equal(weight.bool(), batch.factors["hat"] > 0.5)
+
+
+@pytest.mark.parametrize("variant, options", [("ddpm", {"skip": 1}), ("ddpm-p2p", {"skip": 1}), ("ddim-p2p", {})])
+def test_caption_editing_runs_on_caption_edits_only(variant, options):
+    from regionedit.bench.quality import make_method, run_quality
+
+    method = make_method(variant, "scenes", {"model": "tiny/sd", "num_inference_steps": 4, **options})
+    result = run_quality("scenes", method, count=4)
+    assert result["method"] == variant and result["count"] == 4
+    assert set(result["results"]) <= {"change_colour", "change_object", "overall"}
+    assert 0 <= result["results"]["overall"]["background_psnr"] <= 100

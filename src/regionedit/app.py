@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from regionedit import checks  # noqa: E402
 from regionedit.errors import RegionEditError  # noqa: E402
 from regionedit.images import save_png, tensor_to_pil, to_rgb  # noqa: E402
 
@@ -113,7 +114,7 @@ def load_upload(ws: Workspace, path: str | None):
     """A file from the uploader: read and checked on the server, then put into the editor."""
     from regionedit.images import load_image
 
-    if not path:
+    if not path or not Path(path).is_file():
         raise RegionEditError("no file received")
     size_mb = Path(path).stat().st_size / 2**20
     if size_mb > MAX_UPLOAD_MB:
@@ -124,6 +125,13 @@ def load_upload(ws: Workspace, path: str | None):
     note = "; ".join(n.split(": ", 1)[-1] for n in loaded.notes)
     message = f"loaded {loaded.image.size[0]}×{loaded.image.size[1]}" + (f" ({note})" if note else "")
     return {"background": loaded.image, "layers": [], "composite": loaded.image}, message
+
+
+def setting(name: str, value, kind: type = float, low: float | None = None, high: float | None = None):
+    """A slider or number field's value, checked: the browser can send None, NaN or anything."""
+    if kind is int:
+        return checks.integer(name, checks.number(name, value), low, high)
+    return checks.number(name, value, low, high)
 
 
 def image_key(image: Image.Image) -> str:
@@ -147,11 +155,13 @@ def run_rdm(ws: Workspace, value, locate: str, target: str, box: str, model_name
             mask = box_mask(tuple(float(v) for v in box.split(",")), image.size)
         except ValueError:
             raise RegionEditError(f"box must be x0,y0,x1,y1 in pixels, got {box!r}") from None
+    steps, threshold = setting("steps", steps, int, 1), setting("threshold", threshold, float, 0, 255)
+    clip_scale = setting("CLIP guidance scale", clip_scale, float, 0)
     model = ws.model(model_name)
     segmenter = ws.companion("segmenter", model.name) if mask is None else None
     clip = ws.companion("clip", model.name) if clip_scale > 0 else None
     out = rdm.edit(model, image, target, locate=locate or None, mask=mask, segmenter=segmenter, clip=clip,
-                   num_inference_steps=int(steps), threshold=threshold, clip_guidance_scale=clip_scale, progress=True)
+                   num_inference_steps=steps, threshold=threshold, clip_guidance_scale=clip_scale, progress=True)
     files = [ws.save(out.image, "rdm", out.recipe), ws.save(mask_image(out.mask), "rdm-mask")]
     return out.image, mask_image(out.mask), files, f"RDM: '{locate or 'mask'}' → '{target}'"
 
@@ -160,6 +170,7 @@ def run_zone(ws: Workspace, value, instruction: str, model_name: str, steps: int
     from regionedit.methods import zone
 
     image, _ = image_and_mask(value)
+    steps = setting("steps", steps, int, 1)
     key = image_key(image)
     history = [turn for turn in (history or []) if turn["base"] == key]
     current = history[-1]["image"] if history else image
@@ -194,14 +205,16 @@ def run_ddpm(ws: Workspace, value, source_prompt: str, target_prompt: str, skip:
     from regionedit.methods import ddpm_edit
 
     image, _ = image_and_mask(value)
+    steps, skip = setting("steps", steps, int, 1), setting("skip", skip, int, 0)
+    target_cfg = setting("target CFG", target_cfg, float, 0)
     model = ws.model(model_name)
-    key = (image_key(image), model.name, source_prompt, int(steps))
+    key = (image_key(image), model.name, source_prompt, steps)
     reused = key in ws.inversions
     if not reused:
         ws.inversions[key] = invert(model, image, prompt=source_prompt if model.is_text_conditional else None,
-                                    num_inference_steps=int(steps), seed=0, max_side=model.native_resolution)
+                                    num_inference_steps=steps, seed=0, max_side=model.native_resolution)
     out = ddpm_edit.edit(model, ws.inversions[key], target_prompt if model.is_text_conditional else None,
-                         guidance_scale=target_cfg, skip=int(skip))
+                         guidance_scale=target_cfg, skip=skip)
     files = [ws.save(out.image, "ddpm", out.recipe)]
     return out.image, None, files, f"DDPM edit ({'inversion reused' if reused else 'image inverted'})"
 
@@ -219,6 +232,7 @@ def discover_directions(ws: Workspace, value, method: str, regions: str, model_n
     from regionedit.methods.hspace_edit import start_from_image
 
     image, drawn = image_and_mask(value)
+    iterations = setting("max iterations", iterations, int, 1)
     masks, names = ([drawn], ["brush"]) if drawn is not None else ([], [])
     for spec in [s.strip() for s in (regions or "").split(";") if s.strip()]:
         masks.append(load_mask(spec, image.size).mask)
@@ -228,9 +242,9 @@ def discover_directions(ws: Workspace, value, method: str, regions: str, model_n
     if method == "rbe":
         if len(masks) != 1:
             raise RegionEditError(f"RBE takes one region (brush strokes or one spec), got {len(masks)}")
-        found = rbe.discover(model, start, masks[0], region_name=names[0], max_iterations=int(iterations))
+        found = rbe.discover(model, start, masks[0], region_name=names[0], max_iterations=iterations)
     else:
-        found = jica.discover(model, start, masks, region_names=names, max_iterations=int(iterations))
+        found = jica.discover(model, start, masks, region_names=names, max_iterations=iterations)
     state = DirectionsState((image_key(image), model.name), start, found)
     choices = [f"{i}: {label}" for i, label in enumerate(found.labels)]
     return state, choices, f"{method.upper()}: {len(found)} directions in {found.report['seconds']} s"
@@ -241,9 +255,13 @@ def apply_direction(ws: Workspace, state: DirectionsState | None, choice: str, s
 
     if state is None:
         raise RegionEditError("discover directions first")
+    strength = setting("strength", strength)
+    try:
+        index = int(str(choice).split(":")[0]) if choice else 0
+    except ValueError:
+        raise RegionEditError(f"unknown direction {choice!r}: pick one from the list") from None
     model = ws.model(model_name)
-    index = int(str(choice).split(":")[0]) if choice else 0
-    sample = sample_with_direction(model, state.start, state.directions.vector(index), float(strength), state.directions.space)
+    sample = sample_with_direction(model, state.start, state.directions.vector(index), strength, state.directions.space)
     result = tensor_to_pil(to_pixels(model, state.start, sample)[0] * 2 - 1)
     recipe = {"method": state.directions.method, "index": index, "strength": strength, "model": model.name}
     return result, None, [ws.save(result, "direction", recipe)], f"direction {index}, strength {strength:+g}"

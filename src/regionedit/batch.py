@@ -6,7 +6,8 @@ ddpm, rbe, jica), ``image`` (a path, relative to the manifest), optionally ``mod
 the method's fields (zone: ``instruction``; rdm: ``target`` and one of ``locate``/``mask``/``box``;
 ddpm: ``target_prompt`` and ``source_prompt``; rbe/jica: ``directions``, ``index``, ``strength``) and
 ``params`` passed to the method (names, types and ranges checked against :data:`PARAMS` when the
-manifest is read). Malformed lines are reported with their numbers and skipped.
+manifest is read). As in the CLI, images larger than the model's native resolution are downscaled
+(``params.max_side`` to change it, where the method takes it). Malformed lines are reported with their numbers and skipped.
 
 Output folder: ``outputs/<id>.png`` (plus ``<id>.mask.png`` / ``<id>.layer.png`` where the method
 makes them), written atomically; ``done/<id>.json`` is written last and is the commit point of an
@@ -51,7 +52,9 @@ from regionedit.images import atomic_write, load_image, pil_to_tensor, save_png
 METHOD_FIELDS = {"zone": ("instruction",), "rdm": ("target",), "ddpm": ("target_prompt",), "rbe": ("directions",),
                  "jica": ("directions",)}
 BATCHABLE = {"zone"}
-ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")  # not starting with '.': no hidden files, no '..'
+# Optional per-method fields of a manifest line and what each must be.
+TEXT_FIELDS = ("locate", "mask", "source_prompt")
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ MAX_SIDE = Param(int, 8, 8192)
 PARAMS: dict[str, dict[str, Param]] = {
     "zone": {"num_inference_steps": STEPS, "guidance_scale": GUIDANCE, "image_guidance_scale": GUIDANCE,
              "beta": UNIT, "threshold": Param(float, 0, 255), "attention_layers": Param(list),
-             "union_above": UNIT, "dilation": Param(int, 0, 256), "d0": Param(float, 0, 1e4),
+             "union_above": UNIT, "attention_fraction": Param(float, 1e-3, 1), "dilation": Param(int, 0, 256), "d0": Param(float, 0, 1e4),
              "smoother_threshold": UNIT, "eta": UNIT, "max_side": MAX_SIDE,
              "segmenter": Param(str), "model2": Param(str)},
     "rdm": {"num_inference_steps": STEPS, "guidance_scale": GUIDANCE, "threshold": Param(float, 0, 255),
@@ -131,13 +134,17 @@ def read_manifest(path: str | Path) -> tuple[list[Job], list[str]]:
     if not path.is_file():
         raise RegionEditError(f"manifest not found: {path}")
     jobs, problems, seen = [], [], set()
-    for number, text in enumerate(path.read_text().splitlines(), start=1):
-        if not text.strip():
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
             continue
         try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             job = _parse(number, text, path.parent)
+        except UnicodeDecodeError:
+            problems.append(f"line {number}: not UTF-8 text")
+            continue
         except ValueError as exc:
-            problems.append(f"line {number}: {exc}")
+            problems.append(f"line {number}: {str(exc)[:300]}")
             continue
         if job.id in seen:
             problems.append(f"line {number}: duplicate id {job.id!r}")
@@ -158,7 +165,8 @@ def _parse(number: int, text: str, base: Path) -> Job:
         if key not in record:
             raise ValueError(f"missing {key!r}")
     if not isinstance(record["id"], str) or not ID_PATTERN.match(record["id"]):
-        raise ValueError(f"id {record['id']!r} must be 1–128 letters, digits, '.', '_' or '-'")
+        raise ValueError(f"id {str(record['id'])[:40]!r} must be 1–128 letters, digits, '.', '_' or '-', "
+                         "not starting with '.'")
     method = record["method"]
     if method not in METHOD_FIELDS:
         raise ValueError(f"unknown method {method!r} (methods: {', '.join(METHOD_FIELDS)})")
@@ -167,6 +175,8 @@ def _parse(number: int, text: str, base: Path) -> Job:
         missing.append("locate, mask or box")
     if missing:
         raise ValueError(f"method {method} needs {', '.join(missing)}")
+    if not isinstance(record["image"], str) or not record["image"].strip():
+        raise ValueError("'image' must be a non-empty string (a path)")
     image = Path(record["image"])
     image = image if image.is_absolute() else base / image
     if not image.is_file():
@@ -185,7 +195,26 @@ def _parse(number: int, text: str, base: Path) -> Job:
     for name in METHOD_FIELDS[method]:
         if not isinstance(fields[name], str) or not fields[name].strip():
             raise ValueError(f"{name!r} must be a non-empty string")
+    _check_fields(fields)
     return Job(number, record["id"], method, image, model, fields, params, seed)
+
+
+def _check_fields(fields: dict) -> None:
+    """The optional fields: texts are strings, ``box`` four finite numbers, ``index`` an integer,
+    ``strength`` a finite number."""
+    for name in TEXT_FIELDS:
+        if name in fields and not isinstance(fields[name], str):
+            raise ValueError(f"{name!r} must be a string")
+    if "box" in fields:
+        box = fields["box"]
+        if not isinstance(box, list) or len(box) != 4 or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box):
+            raise ValueError(f"'box' must be a list of four finite numbers [x0, y0, x1, y1], got {json.dumps(box)[:40]}")
+    if "index" in fields and (not isinstance(fields["index"], int) or isinstance(fields["index"], bool)):
+        raise ValueError(f"'index' must be an integer, got {json.dumps(fields['index'])[:40]}")
+    strength = fields.get("strength", 0.0)
+    if isinstance(strength, bool) or not isinstance(strength, int | float) or not math.isfinite(strength):
+        raise ValueError(f"'strength' must be a finite number, got {json.dumps(strength)[:40]}")
 
 
 def make_groups(jobs: list[Job], batch_size: int) -> list[list[Job]]:
@@ -208,8 +237,11 @@ class Store:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        for sub in ("outputs", "done", "failed", "logs"):
-            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            for sub in ("outputs", "done", "failed", "logs"):
+                (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RegionEditError(f"cannot use {self.folder} as the output folder: {exc.strerror or exc}") from None
 
     def is_done(self, job_id: str) -> bool:
         return (self.folder / "done" / f"{job_id}.json").exists()
@@ -307,7 +339,7 @@ class Worker:
         from regionedit.segment_everything import load_segment_everything
 
         model = self.model(group[0].model, "zone")
-        params = dict(group[0].params)
+        params = {"max_side": model.native_resolution, **group[0].params}  # as the CLI: larger images are downscaled
         second_name = params.pop("model2", zone.partner_of(model.name))
         second = None if second_name in (None, "none") else self.model(second_name, "zone")
         segmenter = self.cached(("segmenter", params.get("segmenter", "classical")),
@@ -331,7 +363,7 @@ class Worker:
         (job,) = group
         model = self.model(job.model, "rdm")
         image = self._image(job)
-        params = dict(job.params)
+        params = {"max_side": model.native_resolution, **job.params}
         segmenter_name, clip_name = companions(model.name)
         mask = None
         if "mask" in job.fields:
@@ -357,7 +389,7 @@ class Worker:
         params = dict(job.params)
         inversion = invert(model, self._image(job), prompt=job.fields.get("source_prompt"),
                            guidance_scale=params.pop("source_cfg", 3.5), num_inference_steps=params.pop("steps", 100),
-                           seed=job.seed, progress=False)
+                           seed=job.seed, max_side=model.native_resolution, progress=False)
         out = ddpm_edit.edit(model, inversion, job.fields["target_prompt"], guidance_scale=params.pop("target_cfg", 15.0),
                              progress=False, **params)
         return [{"": (out.image, {**out.recipe, "input": job.image.name, "id": job.id})}]
@@ -376,7 +408,8 @@ class Worker:
         directions = self.cached(("directions", str(path)), lambda: Directions.load(path if path.is_absolute() else job.image.parent / path))
         model = self.model(job.model or self.default_model or directions.model, job.method)
         start = start_from_image(model, self._image(job), timestep=directions.timestep,
-                                 num_inference_steps=directions.num_inference_steps, seed=job.seed)
+                                 num_inference_steps=directions.num_inference_steps, seed=job.seed,
+                                 max_side=model.native_resolution)
         directions.check_compatible(model.name, h_shape(model, start) if directions.space == "h" else tuple(start.x_t.shape[1:]))
         sample = sample_with_direction(model, start, directions.vector(int(job.fields.get("index", 0))),
                                        float(job.fields.get("strength", 30.0)), directions.space, seed=job.seed, **job.params)
@@ -426,6 +459,7 @@ def run_local(manifest: str | Path, out: str | Path, device: str | None = None, 
     """One process, or one of ``accelerate launch --num_processes N`` (each takes every N-th group)."""
     from tqdm.auto import tqdm
 
+    _check_batch_size(batch_size)
     jobs, problems = read_manifest(manifest)
     state = _state()
     rank, world = state.process_index, state.num_processes
@@ -468,6 +502,7 @@ def run_ray(manifest: str | Path, out: str | Path, device: str | None = None, ba
         import ray.data
     except ImportError:
         raise RegionEditError("--engine ray needs Ray: pip install 'regionedit[ray]'") from None
+    _check_batch_size(batch_size)
     jobs, problems = read_manifest(manifest)
     for problem in problems:
         log(f"regionedit: note: {manifest}: {problem} (skipped)")
@@ -491,6 +526,11 @@ def run_ray(manifest: str | Path, out: str | Path, device: str | None = None, ba
     summary = store.summary(jobs, problems)
     atomic_write(Path(out) / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
     return summary
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise RegionEditError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
 
 
 def output_tensor(path: Path) -> torch.Tensor:

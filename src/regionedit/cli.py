@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -99,8 +100,17 @@ def _check_prompt(model, prompt: str | None, flag: str) -> None:
 
 def _check_nonnegative(**values: float) -> None:
     for name, value in values.items():
-        if value is not None and value < 0:
+        if value is not None and not value >= 0:  # NaN too
             raise RegionEditError(f"--{name.replace('_', '-')} must be ≥ 0, got {value}")
+
+
+def _check_finite(args: argparse.Namespace) -> None:
+    """No float option may be NaN or ±inf (each library call also checks its own arguments)."""
+    for name, value in sorted(vars(args).items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RegionEditError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    if getattr(args, "max_side", None) is not None and args.max_side < 1:
+        raise RegionEditError(f"--max-side must be ≥ 1, got {args.max_side}")
 
 
 def _pair(text: str, what: str, count: int, kind=float) -> tuple:
@@ -108,7 +118,7 @@ def _pair(text: str, what: str, count: int, kind=float) -> tuple:
         values = tuple(kind(v) for v in text.split(","))
     except ValueError:
         raise RegionEditError(f"{what} must be {count} comma-separated numbers, got {text!r}") from None
-    if count and len(values) != count:
+    if not all(math.isfinite(v) for v in values) or (count and len(values) != count):
         raise RegionEditError(f"{what} must be {count} comma-separated numbers, got {text!r}")
     return values
 
@@ -1047,6 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:
+        _check_finite(args)
         return args.func(args)
     except RegionEditError as exc:
         print(f"regionedit: error: {exc}", file=sys.stderr)

@@ -7,6 +7,8 @@ image, or ``face:<part>`` — the region where that part of a toy-world face can
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,8 @@ class LoadedMask:
 def box_mask(box: tuple[float, float, float, float], size: tuple[int, int]) -> torch.Tensor:
     """1×1×H×W mask of the pixels whose centres lie in the box (x0, y0, x1, y1), in pixels."""
     width, height = size
+    if len(box) != 4 or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in box):
+        raise RegionEditError(f"box must be four finite numbers x0,y0,x1,y1 in pixels, got {box}")
     x0, y0, x1, y1 = box
     if not (x1 > x0 and y1 > y0):
         raise RegionEditError(f"box {box} is empty: it needs x0 < x1 and y0 < y1")

@@ -98,8 +98,18 @@ def _instruct(**options) -> EditMethod:
     return InstructBaseline(**options)
 
 
+def _caption_edit(variant: str):
+    def factory(**options) -> EditMethod:
+        from regionedit.bench.adapters import CaptionEdit
+
+        return CaptionEdit(variant=variant, **options)
+
+    return factory
+
+
 METHODS: dict[str, Callable[..., EditMethod]] = {
     "identity": Identity, "oracle": Oracle, "rdm": _rdm, "zone": _zone, "instruct": _instruct,
+    **{variant: _caption_edit(variant) for variant in ("ddpm", "ddpm-p2p", "ddim-p2p")},
 }
 
 

@@ -20,6 +20,7 @@ maps), for comparisons such as Prompt-to-Prompt on DDIM.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from regionedit import checks
 from regionedit.core.sampling import Denoiser, sample, stored_noise
 from regionedit.core.schedule import Schedule
 from regionedit.errors import RegionEditError
@@ -85,21 +87,58 @@ class DDPMInversion:
 
     @classmethod
     def load(cls, path: str | Path) -> DDPMInversion:
+        """Read an inversion file; a damaged or tampered one is refused in one line."""
         tensors, meta = read_tensors(path, FORMAT, "inversion")
-        fit = json.loads(meta["fit"])
-        return cls(
-            x0=tensors["x0"], xts=tensors["xts"], zs=tensors["zs"], noise_scale=tensors["noise_scale"],
-            schedule=Schedule(tensors["timesteps"], tensors["alpha_bar"], tensors["alpha_bar_prev"]),
-            prompt=json.loads(meta["prompt"]), guidance_scale=float(meta["guidance_scale"]),
-            eta=float(meta["eta"]), seed=json.loads(meta["seed"]), model=meta["model"],
-            fit=ImageFit.from_dict(fit) if fit else None,
-        )
+        try:
+            fit = json.loads(meta["fit"])
+            inversion = cls(
+                x0=tensors["x0"], xts=tensors["xts"], zs=tensors["zs"], noise_scale=tensors["noise_scale"],
+                schedule=Schedule(tensors["timesteps"], tensors["alpha_bar"], tensors["alpha_bar_prev"]),
+                prompt=json.loads(meta["prompt"]), guidance_scale=float(meta["guidance_scale"]),
+                eta=float(meta["eta"]), seed=json.loads(meta["seed"]), model=meta["model"],
+                fit=ImageFit.from_dict(fit) if fit else None,
+            )
+            problem = _inconsistency(inversion)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:  # json.JSONDecodeError is a ValueError
+            problem = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:120]
+        if problem:
+            raise RegionEditError(f"inversion file {path} is damaged or was edited: {problem}")
+        return inversion
+
+
+def _inconsistency(inversion: DDPMInversion) -> str | None:
+    """What makes a loaded inversion unusable (wrong shapes, non-finite values, bad settings), or None."""
+    steps, x0 = len(inversion.schedule.timesteps), inversion.x0
+    if x0.dim() != 4 or len(x0) != 1:
+        return f"x0 has shape {tuple(x0.shape)}, not 1×C×h×w"
+    for name in ("xts", "zs"):
+        if tuple(getattr(inversion, name).shape) != (steps, *x0.shape[1:]):
+            return f"{name} has shape {tuple(getattr(inversion, name).shape)}, expected {(steps, *x0.shape[1:])}"
+    schedule = inversion.schedule
+    for name, values in (("noise_scale", inversion.noise_scale), ("alpha_bar", schedule.alpha_bar),
+                         ("alpha_bar_prev", schedule.alpha_bar_prev)):
+        if tuple(values.shape) != (steps,):
+            return f"{name} has shape {tuple(values.shape)}, expected ({steps},)"
+    if steps < 1 or schedule.timesteps.dim() != 1 or schedule.timesteps.is_floating_point():
+        return "timesteps must be a non-empty list of integers"
+    for name in ("x0", "xts", "zs", "noise_scale"):
+        if not torch.isfinite(getattr(inversion, name)).all():
+            return f"{name} holds NaN or infinite values"
+    if not 0 <= inversion.eta <= 1 or not math.isfinite(inversion.guidance_scale) or inversion.guidance_scale < 0:
+        return f"eta {inversion.eta} or guidance_scale {inversion.guidance_scale} out of range"
+    if not isinstance(inversion.model, str) or not (inversion.prompt is None or isinstance(inversion.prompt, str)):
+        return "model or prompt is not text"
+    fit = inversion.fit
+    if fit is not None and not all(len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
+                                   for size in (fit.original_size, fit.working_size, fit.padded_size)):
+        return "fit sizes must be pairs of positive integers"
+    return None
 
 
 def _generator(seed: int | None, generator: torch.Generator | None) -> tuple[torch.Generator, int | None]:
     if generator is not None:
         return generator, seed
-    seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+    seed = checks.seed(seed) if seed is not None else random.SystemRandom().randrange(2**31)
     return torch.Generator("cpu").manual_seed(seed), seed
 
 
@@ -133,12 +172,9 @@ def invert(
     """
     if (image is None) == (latents is None):
         raise RegionEditError("give either an image or latents to invert")
-    if num_inference_steps < 1:
-        raise RegionEditError(f"num_inference_steps must be ≥ 1, got {num_inference_steps}")
-    if not 0 < eta <= 1:
-        raise RegionEditError(f"eta must be in (0, 1], got {eta}")
-    if batch_size < 1:
-        raise RegionEditError(f"batch_size must be ≥ 1, got {batch_size}")
+    checks.integer("num_inference_steps", num_inference_steps, 1)
+    eta = checks.number("eta", eta, 0, 1, low_open=True)
+    batch_size = checks.integer("batch_size", batch_size, 1)
     denoiser = model.denoiser(prompt, guidance_scale)
     fit = None
     if image is not None:

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
+from regionedit import checks
 from regionedit.errors import RegionEditError
 
+MAX_ITERATIONS = 10_000  # subspace iteration: the papers use 50; more is a mistake, not a setting
 BatchFunction = Callable[[torch.Tensor], torch.Tensor]  # (k, *in_shape) → (k, *out_shape)
 
 
@@ -111,6 +113,8 @@ def top_singular(
     ``tolerance`` relative to the largest.
     """
     n = jacobian.in_dim
+    max_iterations = checks.integer("max_iterations", max_iterations, 1, MAX_ITERATIONS)
+    tolerance = checks.number("tolerance", tolerance, 0)
     if not 1 <= k <= n:
         raise RegionEditError(f"k must be in [1, {n}] (the dimension of the space), got {k}")
     p = min(n, k + max(0, oversample))

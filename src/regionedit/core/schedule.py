@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from diffusers import DDIMScheduler
 
+from regionedit import checks
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -22,6 +24,8 @@ class Schedule:
     @classmethod
     def from_scheduler(cls, scheduler, num_inference_steps: int) -> Schedule:
         """Timesteps as diffusers' DDIM picks them (spacing, offset) for any scheduler's β schedule."""
+        num_inference_steps = checks.integer("num_inference_steps", num_inference_steps, 1,
+                                             int(scheduler.config.num_train_timesteps))
         ddim = DDIMScheduler.from_config(scheduler.config)
         ddim.set_timesteps(num_inference_steps)
         timesteps = ddim.timesteps.long().cpu()

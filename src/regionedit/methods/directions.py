@@ -35,7 +35,7 @@ class Directions:
         return len(self.vectors)
 
     def vector(self, index: int) -> torch.Tensor:
-        if not -len(self) <= index < len(self):
+        if isinstance(index, bool) or not isinstance(index, int) or not -len(self) <= index < len(self):
             raise RegionEditError(f"direction index {index} out of range: the file holds {len(self)} ({', '.join(self.labels)})")
         return self.vectors[index]
 
@@ -52,11 +52,37 @@ class Directions:
 
     @classmethod
     def load(cls, path: str | Path) -> Directions:
+        """Read a directions file; a damaged or tampered one is refused in one line."""
         tensors, header = read_tensors(path, FORMAT, "directions")
-        meta = json.loads(header["metadata"])
-        fields = {k: meta[k] for k in ("labels", "method", "space", "model", "timestep", "num_inference_steps",
-                                        "regions", "ranks", "report")}
-        return cls(vectors=tensors["vectors"], singular_values=tensors["singular_values"], **fields)
+        try:
+            meta = json.loads(header["metadata"])
+            fields = {k: meta[k] for k in ("labels", "method", "space", "model", "timestep", "num_inference_steps",
+                                            "regions", "ranks", "report")}
+            directions = cls(vectors=tensors["vectors"], singular_values=tensors["singular_values"], **fields)
+            problem = directions._inconsistency()
+        except (KeyError, TypeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+            problem = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:120]
+        if problem:
+            raise RegionEditError(f"directions file {path} is damaged or was edited: {problem}")
+        return directions
+
+    def _inconsistency(self) -> str | None:
+        """What makes loaded directions unusable, or None."""
+        if self.vectors.dim() < 2 or len(self.vectors) == 0:
+            return f"vectors have shape {tuple(self.vectors.shape)}, expected k × (vector shape)"
+        if not torch.isfinite(self.vectors).all():
+            return "the vectors hold NaN or infinite values"
+        if not isinstance(self.labels, list) or len(self.labels) != len(self.vectors):
+            return f"{len(self.vectors)} vectors but labels {self.labels!r:.60}"
+        if self.method not in ("rbe", "jica") or self.space not in ("h", "x") or not isinstance(self.model, str):
+            return f"unknown method {self.method!r}, space {self.space!r} or model {self.model!r}"
+        for name in ("timestep", "num_inference_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (name == "num_inference_steps"):
+                return f"{name} {value!r} is not a valid integer"
+        if not isinstance(self.ranks, dict) or not isinstance(self.report, dict) or not isinstance(self.regions, list):
+            return "ranks, report or regions have the wrong type"
+        return None
 
     def check_compatible(self, model_name: str, shape: tuple[int, ...]) -> None:
         """Refuse directions made for another model or another sample size."""

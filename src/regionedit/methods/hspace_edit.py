@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from regionedit import checks
 from regionedit.core import hspace
 from regionedit.core.inversion import DDPMInversion, invert
 from regionedit.core.jacobian import MaskedJacobian
@@ -57,14 +58,16 @@ def start_from_image(
     max_side: int | None = None,
 ) -> EditStart:
     """Invert ``image`` to ``timestep`` ("ddim": deterministic; "ddpm": edit-friendly noise maps)."""
+    if inversion not in ("ddim", "ddpm"):
+        raise RegionEditError(f"inversion must be 'ddim' or 'ddpm', got {inversion!r}")
+    check_timestep(model, timestep)
+    seed = checks.seed(seed)
     schedule = Schedule.from_scheduler(model.scheduler, num_inference_steps)
     step = schedule.index_of(timestep)
     if inversion == "ddpm":
         maps = invert(model, image, prompt=prompt, guidance_scale=guidance_scale,
                       num_inference_steps=num_inference_steps, seed=seed, max_side=max_side, progress=False)
         return EditStart(maps.x_at(step), step, maps.schedule, prompt, guidance_scale, maps.fit, maps)
-    if inversion != "ddim":
-        raise RegionEditError(f"inversion must be 'ddim' or 'ddpm', got {inversion!r}")
     pixels, fit = model.fit_image(image, max_side)
     x = model.encode(pixels)
     denoiser = model.denoiser(prompt, guidance_scale)
@@ -79,6 +82,8 @@ def start_from_noise(
     seed: int = 0, eta: float = 0.0, prompt: str | None = None, guidance_scale: float = 1.0,
 ) -> EditStart:
     """A generated sample: x_T ~ N(0, I) sampled down to ``timestep`` (size: sample-space H, W)."""
+    check_timestep(model, timestep)
+    seed, eta = checks.seed(seed), checks.number("eta", eta, 0, 1)
     schedule = Schedule.from_scheduler(model.scheduler, num_inference_steps)
     step = schedule.index_of(timestep)
     generator = torch.Generator().manual_seed(seed)
@@ -88,6 +93,11 @@ def start_from_noise(
         for i in range(step):
             x = schedule.mean(i, x, denoiser(x, schedule.timesteps[i]), eta) + noise(i, x)
     return EditStart(x, step, schedule, prompt, guidance_scale)
+
+
+def check_timestep(model: DiffusionModel, timestep: int) -> int:
+    """A timestep of the model's training schedule: an integer in [0, num_train_timesteps)."""
+    return checks.integer("timestep", timestep, 0, int(model.scheduler.config.num_train_timesteps) - 1)
 
 
 # ------------------------------------------------------------------------------- Jacobians
@@ -171,6 +181,7 @@ def sample_with_direction(
     """
     if space not in SPACES:
         raise RegionEditError(f"space must be 'h' or 'x', got {space!r}")
+    strength, eta, seed = checks.number("strength", strength), checks.number("eta", eta, 0, 1), checks.seed(seed)
     schedule, x = start.schedule, start.x_t.to(model.device).float()
     delta = None
     if direction is not None and strength != 0:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from regionedit import checks
 from regionedit.core.jacobian import top_singular
 from regionedit.errors import RegionEditError
 from regionedit.masks import check_region
@@ -110,7 +111,7 @@ def discover(
         check_region(region, name)
         check_rank("SVD rank", svd_rank, region, model.channels)
         found = top_singular(jacobian(model, start, region, space, jvp), svd_rank, max_iterations=max_iterations,
-                             tolerance=tolerance, generator=torch.Generator().manual_seed(seed))
+                             tolerance=tolerance, generator=torch.Generator().manual_seed(checks.seed(seed)))
         blocks.append(found.singular_values.view(-1, 1) * found.vectors.reshape(svd_rank, -1))
         singular.append(found.singular_values)
         report["iterations"].append(found.iterations)

@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from regionedit import checks
 from regionedit.core.jacobian import project_out, top_singular
 from regionedit.errors import RegionEditError
 from regionedit.masks import check_region
@@ -48,7 +49,8 @@ def discover(
     check_rank("complement rank r", complement_rank, 1 - region, model.channels)
     j_region = jacobian(model, start, region, space, jvp)
     j_complement = jacobian(model, start, 1 - region, space, jvp)
-    options = dict(max_iterations=max_iterations, tolerance=tolerance, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(checks.seed(seed))
+    options = dict(max_iterations=max_iterations, tolerance=tolerance, generator=generator)
     found = top_singular(j_region, k, **options)
     complement = top_singular(j_complement, complement_rank, **options)
     confined = project_out(found.vectors, complement.vectors)

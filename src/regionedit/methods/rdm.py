@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from regionedit import __version__, metrics
+from regionedit import __version__, checks, metrics
 from regionedit.core.guidance import RegionGuidance
 from regionedit.core.sampling import gaussian_noise, sample
 from regionedit.core.schedule import Schedule
@@ -36,6 +36,8 @@ DEFAULT_CLIP_SCALE = 150.0
 DEFAULT_CUTOUTS = 16
 DEFAULT_NERP_MSE = 10000.0
 DEFAULT_NERP_LPIPS = 1000.0
+MAX_CUTOUTS = 256
+MAX_PIXELS = 4096  # dilation and feathering above this are mistakes (and would allocate (H + 2p)² pixels)
 
 
 @dataclass
@@ -112,8 +114,10 @@ def edit(
         raise RegionEditError("the target text is empty: say what the region should become")
     for name, value in (("guidance_scale", guidance_scale), ("clip_guidance_scale", clip_guidance_scale),
                         ("nerp_mse", nerp_mse), ("nerp_lpips", nerp_lpips)):
-        if value < 0:
-            raise RegionEditError(f"{name} must be ≥ 0, got {value}")
+        checks.number(name, value, 0)
+    threshold, eta, seed = checks.number("threshold", threshold, 0, 255), checks.number("eta", eta, 0, 1), checks.seed(seed)
+    dilation, feather = checks.integer("dilation", dilation, 0, MAX_PIXELS), checks.integer("feather", feather, 0, MAX_PIXELS)
+    cutouts = checks.integer("cutouts", cutouts, 1, MAX_CUTOUTS)
     pixels, fit = model.fit_image(image, max_side)
     working = fit.crop(pixels)
     region, scores = region_mask(model, working, locate, mask, segmenter, threshold, dilation)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from regionedit import __version__
+from regionedit import __version__, checks
 from regionedit.core.attention import CrossAttentionRecorder, layers_at_resolution
 from regionedit.core.sampling import gaussian_noise
 from regionedit.core.schedule import Schedule
@@ -46,6 +46,7 @@ BETA = {"remove": 0.2, "change": 0.01, "add": 0.01}
 DEFAULT_THRESHOLD = 128
 D0_AT_512 = 200.0
 DILATION_AT_512 = 15  # our choice: the paper dilates without giving the size
+MAX_PIXELS = 4096  # a larger dilation is a mistake (and costs time growing with its square)
 
 
 PARTNERS = {"tiny/": "tiny/ip2p-b", "toy/": "toy/scenes-instruct-remove", "": "vinesmsuic/magicbrush-jul7"}
@@ -155,9 +156,14 @@ def edit_many(
     if len(images) != len(instructions) or not images:
         raise RegionEditError(f"ZONE needs one instruction per image: {len(images)} images, {len(instructions)} instructions")
     for instruction in instructions:
-        if not instruction or not instruction.strip():
+        if not isinstance(instruction, str) or not instruction.strip():
             raise RegionEditError("the instruction is empty: say what to change, add or remove")
-    seeds = list(seeds) if seeds is not None else [0] * len(images)
+    seeds = [checks.seed(s) for s in seeds] if seeds is not None else [0] * len(images)
+    checks.integer("num_inference_steps", num_inference_steps, 1)
+    threshold, eta = checks.number("threshold", threshold, 0, 255), checks.number("eta", eta, 0, 1)
+    beta, union_above = checks.optional_number("beta", beta, 0, 1), checks.optional_number("union_above", union_above, 0, 1)
+    dilation, d0 = checks.optional_integer("dilation", dilation, 0, MAX_PIXELS), checks.optional_number("d0", d0, 0)
+    smoother_threshold = checks.number("smoother_threshold", smoother_threshold, 0, 1)
     began = time.perf_counter()
     decisions = [decide_action(model, text, classifier) for text in instructions]
     betas = [BETA[d.action] if beta is None else beta for d in decisions]
@@ -173,6 +179,8 @@ def edit_many(
     sample, maps = fused_sampling(model, second_model, instructions, pixels, torch.tensor(betas), num_inference_steps,
                                   guidance_scale, image_guidance_scale, eta, seeds, layers, progress)
     edited = (fit.crop(model.decode(sample)) + 1) / 2
+    if not torch.isfinite(edited).all():
+        raise RegionEditError("the instruct models produced NaN or infinite values: lower the guidance scales")
     original = (fit.crop(pixels) + 1) / 2
     shared = {"sampling_s": (time.perf_counter() - started) / len(images), "setup_s": (started - began) / len(images)}
     settings = dict(threshold=threshold, union_above=union_above, dilation=dilation, d0=d0,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from regionedit import checks
 from regionedit.errors import RegionEditError
 from regionedit.images import pil_to_tensor
 
@@ -163,6 +164,7 @@ class DiffusionModel:
             if image.dim() != 4 or image.shape[:2] != (1, 3):
                 raise RegionEditError(f"image tensor must be 1×3×H×W in [0, 1], got shape {tuple(image.shape)}")
             image = Image.fromarray((image[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy())
+        max_side = checks.optional_integer("max_side", max_side, 1)
         width, height = image.size
         original = (width, height)
         if max_side is not None and max(width, height) > max_side:
@@ -288,6 +290,7 @@ class DiffusionModel:
         ``inpaint_mask`` (1×1×H×W, 1 = repaint) and ``inpaint_image`` (pixels).
         """
         for name, value in (("guidance_scale", guidance_scale), ("image_guidance_scale", image_guidance_scale)):
+            checks.number(name, value)
             if value < 0:
                 raise RegionEditError(f"{name} must be ≥ 0, got {value}")
         if self.is_instruct:
