@@ -1129,6 +1129,24 @@ def tally(outcomes: Iterable[Outcome]) -> dict:
 
 
 @contextlib.contextmanager
+def offline():
+    """No case may reach the network (an unknown hub id must fail at once): offline mode for the
+    Hugging Face libraries, even when they were imported before the campaign."""
+    import huggingface_hub.constants as hub
+
+    saved = os.environ.get("HF_HUB_OFFLINE"), hub.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"], hub.HF_HUB_OFFLINE = "1", True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = saved[1]
+        if saved[0] is None:
+            os.environ.pop("HF_HUB_OFFLINE")
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved[0]
+
+
+@contextlib.contextmanager
 def shared_models():
     """Load each model once for the whole campaign (as a server does): ``load_model`` memoised."""
     import regionedit.models as models
@@ -1148,16 +1166,23 @@ def shared_models():
         models.load_model = original
 
 
-def run_campaign(root: str | Path | None = None, every: int = 1, log=None, cases: list[Case] | None = None) -> dict:
-    """Build the fixtures, run every case in its own folder and count; the JSON of the benchmark."""
+def run_campaign(root: str | Path | None = None, every: int = 1, log=None, cases: list[Case] | None = None,
+                 fixtures: bool = True) -> dict:
+    """Build the fixtures, run every case in its own folder and count; the JSON of the benchmark.
+    ``fixtures=False`` (for cases that need only ``photo.png``) skips the model-made fixtures."""
     from regionedit import app
     from regionedit.bench import machine
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     keep = root is not None
     root = Path(root) if keep else Path(tempfile.mkdtemp(prefix="regionedit-fuzz-"))
     root.mkdir(parents=True, exist_ok=True)
-    state = build_fixtures(root / "fixtures", log)
+    with offline():
+        if fixtures:
+            state = build_fixtures(root / "fixtures", log)
+        else:
+            (root / "fixtures").mkdir(exist_ok=True)
+            photo().save(root / "fixtures" / "photo.png")
+            state = {"fixtures": root / "fixtures"}
     workspace_models: dict = {}
     state.update(app=app, cwd=root / "cwd", tmp=root / "tmp",
                  workspace=lambda d: app.Workspace(d.out if d is not None else root / "cwd", models=workspace_models))
@@ -1174,7 +1199,7 @@ def run_campaign(root: str | Path | None = None, every: int = 1, log=None, cases
     os.chdir(state["cwd"])
     tempfile.tempdir = str(state["tmp"])
     try:
-        with shared_models():
+        with offline(), shared_models():
             for number, case in enumerate(chosen):
                 outcomes.append(run_case(case, root, number, state))
                 if log is not None and outcomes[-1].problems:
@@ -1189,7 +1214,7 @@ def run_campaign(root: str | Path | None = None, every: int = 1, log=None, cases
     slowest = sorted(outcomes, key=lambda o: -o.seconds)[:5]
     return {
         "benchmark": "fuzz", "machine": machine(), "seconds": round(time.perf_counter() - began, 1),
-        "models": ["tiny/ip2p", "tiny/sd", "tiny/pixel-ddpm"], **counts,
+        "models": ["tiny/ip2p", "tiny/sd", "tiny/pixel-ddpm"], "torch_threads_per_call": 1, **counts,
         "entries": {e: sum(o.entry == e for o in outcomes) for e in ("cli", "batch", "app", "api")},
         "failing": [{"category": o.category, "case": o.name, "entry": o.entry, "result": o.result, "reasons": o.problems}
                     for o in outcomes if o.problems],
