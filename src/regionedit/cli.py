@@ -181,7 +181,8 @@ def cmd_edit_ddpm(args) -> int:
     if (args.image is None) == (args.inversion is None):
         raise RegionEditError("give either an IMAGE to invert or --inversion FILE")
     p2p_flags = [flag for flag, value in (("--cross-replace", args.cross_replace), ("--self-replace", args.self_replace),
-                                          ("--blend-words", args.blend_words), ("--reweight", args.reweight)) if value]
+                                          ("--blend-words", args.blend_words), ("--reweight", args.reweight),
+                                          ("--blend-mask", args.blend_mask)) if value]
     if p2p_flags and not args.p2p:
         raise RegionEditError(f"{', '.join(p2p_flags)}: only with --p2p")
     if args.inversion_type == "ddim" and not args.p2p:
@@ -219,12 +220,16 @@ def cmd_edit_ddpm(args) -> int:
     if args.tint:
         inversion = ddpm_edit.tint(inversion, _pair(args.tint, "--tint", model.channels))
     draws = ddpm_edit.redraws(model, inversion, args.num_samples) if args.num_samples > 1 else [inversion]
+    blend_mask = None
+    if args.blend_mask:
+        blend_mask = (_resolve_mask(args, args.blend_mask, image, model, "Prompt-to-Prompt") if image is not None
+                      else _mask_source(args, args.blend_mask, model, "Prompt-to-Prompt"))
     for output_path, draw in zip(outputs, draws, strict=True):
         if args.p2p:
             output = p2p.edit(model, draw, args.target_prompt, guidance_scale=args.target_cfg, skip=args.skip,
                               cross_replace=args.cross_replace, self_replace=args.self_replace, reweight=reweight,
                               blend_words=args.blend_words or (), blend_threshold=args.blend_threshold,
-                              progress=not args.quiet)
+                              blend_mask=blend_mask, image=image, progress=not args.quiet)
         else:
             output = ddpm_edit.edit(model, draw, args.target_prompt, guidance_scale=args.target_cfg, skip=args.skip,
                                     progress=not args.quiet)
@@ -253,16 +258,41 @@ def _reweight(text: str) -> tuple[str, float]:
     return word.strip(), scale
 
 
-def _read_masks(specs: list[str], size: tuple[int, int]) -> list:
-    from regionedit.masks import load_mask
+def _mask_source(args, spec: str, model, method: str):
+    """A --mask spec (:func:`regionedit.mask_sources.parse_mask_spec`) → its source, with the companion
+    it needs loaded: a text segmenter for text:, the family's instruct model for attention:."""
+    from dataclasses import replace
 
-    masks = []
-    for spec in specs:
-        loaded = load_mask(spec, size)
-        for note in loaded.notes:
-            _note(note)
-        masks.append(loaded.mask)
-    return masks
+    from regionedit.mask_sources import AttentionMask, TextMask, instruct_companion, parse_mask_spec
+
+    source = parse_mask_spec(spec)
+    if isinstance(source, TextMask):
+        from regionedit.segment import load_segmenter
+
+        name = (getattr(args, "segmenter", None) if method == "RDM" else None) or _companion(model.name, 0)
+        threshold = args.threshold if method == "RDM" else source.threshold
+        source = replace(source, segmenter=load_segmenter(name, model.device, args.allow_pickle), threshold=threshold)
+    elif isinstance(source, AttentionMask):
+        from regionedit.models import load_model
+
+        name = instruct_companion(model)
+        if name is None:
+            raise RegionEditError(f"--mask {spec!r}: an attention mask needs an instruct model, and {method}'s model "
+                                  f"{model.name} ({model.conditioning}) has none to go with it: use another mask source")
+        instruct = model if name == model.name else load_model(name, device=model.device, dtype=model.dtype,
+                                                               allow_pickle=args.allow_pickle)
+        source = replace(source, model=instruct, seed=getattr(args, "seed", 0))
+    return source
+
+
+def _resolve_mask(args, spec: str, image, model, method: str):
+    """A --mask spec resolved on the input image (its notes printed), as a named tensor source."""
+    from regionedit.mask_sources import TensorMask, resolve_source
+
+    resolved = resolve_source(_mask_source(args, spec, model, method), image, model, method)
+    for note in resolved.notes:
+        _note(note)
+    return TensorMask(resolved.mask, resolved.source)
 
 
 def _edit_start(args, model, image, num_inference_steps: int, timestep: int):
@@ -284,8 +314,8 @@ def cmd_discover(args) -> int:
     if args.method == "rbe" and len(args.mask) != 1:
         raise RegionEditError(f"RBE takes one --mask, got {len(args.mask)} (JICA takes several)")
     image = _read_image(args.image)
-    masks = _read_masks(args.mask, image.size)
     model = _load_model(args)
+    masks = [_resolve_mask(args, spec, image, model, args.method.upper()).mask for spec in args.mask]
     start = _edit_start(args, model, image, args.steps, args.timestep)
     common = dict(space=args.space, max_iterations=args.max_iterations, tolerance=args.tolerance, jvp=args.jvp, seed=args.seed)
     if args.method == "rbe":
@@ -352,19 +382,19 @@ def cmd_edit_rdm(args) -> int:
 
     given = [x for x in (args.locate, args.mask, args.box) if x]
     if len(given) != 1:
-        raise RegionEditError("say where to edit with exactly one of --locate TEXT, --mask FILE or --box x0,y0,x1,y1")
+        raise RegionEditError("say where to edit with exactly one of --locate TEXT, --mask SPEC or --box x0,y0,x1,y1")
     _check_nonnegative(cfg=args.cfg, clip_scale=args.clip_scale, nerp_mse=args.nerp_mse, nerp_lpips=args.nerp_lpips)
     check_output_path(args.output, [args.image, args.mask])
     if args.mask_out:
         check_output_path(args.mask_out, [args.image, args.mask, args.output])
     image = _read_image(args.image)
     mask = None
-    if args.mask:
-        mask = _read_masks([args.mask], image.size)[0]
-    elif args.box:
+    if args.box:
         mask = box_mask(_pair(args.box, "--box", 4), image.size)
     device = _device(args)
     model = _load_model(args)
+    if args.mask:
+        mask = _resolve_mask(args, args.mask, image, model, "RDM")
     segmenter = None
     if args.locate:
         segmenter = load_segmenter(args.segmenter or _companion(args.model, 0), device, args.allow_pickle)
@@ -406,8 +436,9 @@ def _zone_editor(args):
     classifier = ActionClassifier.load(args.classifier) if args.classifier else None
     segmenter = load_segment_everything(args.segmenter, model.device, args.allow_pickle)
 
-    def run(image, instruction: str):
-        output = zone.edit(model, image, instruction, second_model=second, classifier=classifier, segmenter=segmenter,
+    def run(image, instruction: str, mask_spec: str | None = None):
+        mask = _resolve_mask(args, mask_spec, image, model, "ZONE") if mask_spec else None
+        output = zone.edit(model, image, instruction, mask=mask, second_model=second, classifier=classifier, segmenter=segmenter,
                            num_inference_steps=args.steps, guidance_scale=args.cfg, image_guidance_scale=args.image_cfg,
                            threshold=args.threshold, union_above=args.union_iou, seed=args.seed,
                            max_side=args.max_side or model.native_resolution, progress=not args.quiet)
@@ -441,7 +472,7 @@ def cmd_edit_zone(args) -> int:
     for path in outputs:
         check_output_path(path, [args.image] + [o for o in outputs if o != path])
     image = _read_image(args.image)
-    output = _zone_editor(args)(image, args.instruction)
+    output = _zone_editor(args)(image, args.instruction, args.mask)
     recipe = {**output.recipe, "input": Path(args.image).name}
     save_png(output.image, args.output, recipe)
     if args.layer:
@@ -782,6 +813,8 @@ def build_parser() -> argparse.ArgumentParser:
     ddpm.add_argument("--self-replace", type=float, help="--p2p: fraction of the steps with self-attention injected (0.2; DDIM 0.4)")
     ddpm.add_argument("--blend-words", nargs="+", metavar="WORD", help="--p2p: local blending by these words' attention")
     ddpm.add_argument("--blend-threshold", type=float, default=0.3, help="--p2p: blend-mask threshold (P2P: 0.3)")
+    ddpm.add_argument("--blend-mask", metavar="SPEC", help="--p2p: local blending from a mask instead of words (a mask "
+                      "image, x0,y0,x1,y1, face:<part>, text:<words>, attention:<instruction>, segment:x,y)")
     ddpm.add_argument("--reweight", action="append", metavar="WORD=SCALE", help="--p2p: scale a target word's attention (repeatable)")
     ddpm.add_argument("--inversion-type", choices=("ddpm", "ddim"), default="ddpm",
                       help="edit-friendly DDPM inversion (default) or DDIM inversion (with --p2p, for comparison)")
@@ -795,6 +828,8 @@ def build_parser() -> argparse.ArgumentParser:
     zone_parser.add_argument("-o", "--output", required=True, help="PNG to write")
     zone_parser.add_argument("--layer", help="also write the edited layer as an RGBA PNG")
     zone_parser.add_argument("--mask-out", help="also write the final mask as a PNG")
+    zone_parser.add_argument("--mask", metavar="SPEC", help="a region replacing the attention localisation: a mask image, "
+                             "x0,y0,x1,y1, face:<part>, text:<words>, attention:<instruction>, segment:x,y")
     _add_zone_options(zone_parser)
     zone_parser.set_defaults(func=cmd_edit_zone)
 
@@ -802,7 +837,8 @@ def build_parser() -> argparse.ArgumentParser:
     rdm.add_argument("image")
     rdm.add_argument("--target", required=True, help="what the region should become, e.g. 'a blue ball'")
     rdm.add_argument("--locate", help="positioning text naming the region, e.g. 'the ball' (segmenter)")
-    rdm.add_argument("--mask", help="mask image instead of --locate (non-zero = edit)")
+    rdm.add_argument("--mask", help="instead of --locate: a mask image (non-zero = edit), x0,y0,x1,y1, face:<part>, "
+                                    "text:<words>, attention:<instruction>, segment:x,y or segment:#i")
     rdm.add_argument("--box", help="x0,y0,x1,y1 box in pixels instead of --locate")
     rdm.add_argument("-o", "--output", required=True, help="PNG to write")
     rdm.add_argument("--mask-out", help="also write the edit mask as a PNG")
@@ -846,7 +882,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub = discovers.add_parser(method, parents=[common], help=about)
         sub.add_argument("image")
         sub.add_argument("--mask", action="append", required=True,
-                         help="mask image, box x0,y0,x1,y1 (pixels) or face:<part> for toy faces" +
+                         help="mask image, box x0,y0,x1,y1 (pixels), face:<part>, text:<words>, attention:<instruction>, "
+                              "segment:x,y or segment:#i" +
                          ("" if method == "rbe" else "; repeat for each region"))
         sub.add_argument("-o", "--output", required=True, help="directions file to write (.safetensors)")
         sub.add_argument("--timestep", type=int, default=500, help="timestep of the Jacobian (RBE code: 500)")

@@ -23,10 +23,11 @@ import torch
 from regionedit import checks
 from regionedit.core.jacobian import top_singular
 from regionedit.errors import RegionEditError
+from regionedit.mask_sources import resolve_source
 from regionedit.masks import check_region
 from regionedit.methods.directions import Directions
 from regionedit.methods.hspace_edit import EditStart, jacobian, sample_mask
-from regionedit.methods.rbe import check_rank
+from regionedit.methods.rbe import check_rank, input_size
 from regionedit.models.backend import DiffusionModel
 
 DEFAULT_SVD_RANK = 10
@@ -87,7 +88,7 @@ def _onto(matrix: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 def discover(
     model: DiffusionModel,
     start: EditStart,
-    masks: Sequence[torch.Tensor],
+    masks: Sequence,
     region_names: Sequence[str] | None = None,
     svd_rank: int = DEFAULT_SVD_RANK,
     joint_rank: int = DEFAULT_JOINT_RANK,
@@ -97,12 +98,19 @@ def discover(
     tolerance: float = 1e-5,
     jvp: str = "finite-difference",
     seed: int = 0,
+    image=None,
 ) -> Directions:
-    """Joint directions (edit globally) first, then each region's individual directions."""
+    """Joint directions (edit globally) first, then each region's individual directions.
+
+    ``masks``: tensors at the input's size, or any mask sources (:mod:`regionedit.mask_sources`),
+    resolved on ``image`` (needed by text, attention and segment sources)."""
     began = time.perf_counter()
     if len(masks) < 2:
         raise RegionEditError(f"JICA needs at least two regions (got {len(masks)}); for one region use RBE")
-    names = list(region_names or [f"region {i}" for i in range(len(masks))])
+    resolved = [resolve_source(mask, image, model, "JICA", size=input_size(model, start)) for mask in masks]
+    names = list(region_names or [r.source if not torch.is_tensor(m) else f"region {i}"
+                                  for i, (m, r) in enumerate(zip(masks, resolved, strict=True))])
+    masks = [r.mask for r in resolved]
     if joint_rank + individual_rank > svd_rank:
         raise RegionEditError(f"joint rank + individual rank ({joint_rank} + {individual_rank}) must not exceed the SVD rank {svd_rank}")
     blocks, singular, report = [], [], {"iterations": [], "converged": []}

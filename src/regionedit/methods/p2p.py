@@ -72,6 +72,8 @@ from regionedit.core.attention import (
 from regionedit.core.inversion import DDPMInversion
 from regionedit.core.sampling import stored_noise
 from regionedit.errors import RegionEditError
+from regionedit.mask_sources import MaskResult, as_source, resolve_source
+from regionedit.masks import check_region, pad_to, resize
 from regionedit.methods.ddpm_edit import to_image
 from regionedit.models.backend import DiffusionModel
 
@@ -267,6 +269,8 @@ def edit(
     blend_threshold: float = DEFAULT_BLEND_THRESHOLD,
     self_max_tokens: int = SELF_MAX_TOKENS,
     source_branch: str | None = None,
+    blend_mask=None,
+    image=None,
     progress: bool = True,
 ) -> P2PEditOutput:
     """Edit the inverted image toward ``prompt`` with Prompt-to-Prompt attention control.
@@ -275,7 +279,10 @@ def edit(
     ``self_replace`` default to the released code's (edit-friendly: 12, 0.6, 0.2; DDIM: 0, 0.8,
     0.4); windows are fractions of the schedule's steps, or (start, end) pairs. ``reweight``:
     word of ``prompt`` → scale of its cross-attention. ``blend_words``: words of either prompt
-    whose attention delimits the region that may change (local blending).
+    whose attention delimits the region that may change (local blending). ``blend_mask``: local
+    blending from a fixed region instead of words — a tensor at the input's size or any mask source
+    (:mod:`regionedit.mask_sources`), resolved on ``image`` (default: the inversion's decoded x0);
+    a sample pixel may change when any input pixel it covers is in the mask.
     """
     exact = inversion.is_exact
     skip = (DEFAULT_SKIP if exact else DDIM_SKIP) if skip is None else skip
@@ -289,6 +296,11 @@ def edit(
     tokens = token_map(prompt_tokens(model, source_prompt), prompt_tokens(model, prompt), length)
     equalizer = _equalizer(model, prompt, reweight, length)
     blend_layers, words = _blend(model, inversion, source_prompt, prompt, blend_words, length)
+    given, fixed = None, None
+    if blend_mask is not None:
+        if blend_words:
+            raise RegionEditError("local blending takes blend words or a blend mask, not both")
+        given, fixed = fixed_blend_mask(model, inversion, blend_mask, image)
     control = P2PControl(tokens, equalizer, step_window(cross_replace, steps, "cross_replace"),
                          step_window(self_replace, steps, "self_replace"), self_max_tokens, blend_layers)
     branches = _Branches(model, source_prompt, prompt, inversion.guidance_scale, guidance_scale, control)
@@ -310,6 +322,9 @@ def edit(
                 x_source = inv.x_at(i + 1) if i + 1 < steps else inv.x0
             if words is not None:
                 mask = control.blend_mask(words, tuple(x_target.shape[-2:]), blend_threshold)
+            elif fixed is not None:
+                mask = fixed
+            if mask is not None:
                 x_target = x_source + mask * (x_target - x_source)
 
     recipe = {
@@ -319,6 +334,7 @@ def edit(
         "cross_replace": cross_replace, "self_replace": self_replace, "self_max_tokens": self_max_tokens,
         "reweight": dict(reweight or {}), "blend_words": list(blend_words),
         "blend_threshold": blend_threshold if blend_words else None, "source_branch": source_branch,
+        "blend_mask": given.source if given is not None else None,
         "inversion": "ddpm" if exact else "ddim", "num_inference_steps": steps, "eta": inversion.eta,
         "seed": inversion.seed,
     }
@@ -327,6 +343,24 @@ def edit(
         source_image=to_image(model, x_source, inversion), source_sample=x_source,
         mode=tokens.mode, blend_mask=mask, recipe=recipe,
     )
+
+
+def fixed_blend_mask(model: DiffusionModel, inversion: DDPMInversion, blend_mask, image=None) -> tuple[MaskResult, torch.Tensor]:
+    """A user's blend region → (its resolved mask, α at the sample's size: 1 where any covered
+    input pixel is in the region). Resolved on ``image``, or on the inversion's decoded x0."""
+    fit = inversion.fit
+    if image is None and (getattr(as_source(blend_mask), "needs_pixels", False)):
+        pixels = model.decode(inversion.x0.to(model.device))
+        image = ((fit.crop(pixels) if fit is not None else pixels) + 1).cpu() / 2
+    latent = tuple(inversion.x0.shape[-2:])
+    padded = (fit.padded_size[1], fit.padded_size[0]) if fit is not None else tuple(s * model.vae_scale_factor for s in latent)
+    working = (fit.working_size[1], fit.working_size[0]) if fit is not None else padded
+    size = fit.original_size if fit is not None else (padded[1], padded[0])
+    given = resolve_source(blend_mask, image, model, "Prompt-to-Prompt", size=size)
+    region = pad_to(resize(given.mask.float().cpu(), working), padded)
+    check_region(region, "the blend mask")
+    alpha = (F.adaptive_max_pool2d(region, latent) > 0).float()
+    return given, alpha.to(model.device)
 
 
 def _check(model, inversion, prompt, guidance_scale, skip, blend_threshold, self_max_tokens, source_branch) -> None:

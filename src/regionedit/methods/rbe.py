@@ -18,6 +18,7 @@ import torch
 from regionedit import checks
 from regionedit.core.jacobian import project_out, top_singular
 from regionedit.errors import RegionEditError
+from regionedit.mask_sources import resolve_source
 from regionedit.masks import check_region
 from regionedit.methods.directions import Directions
 from regionedit.methods.hspace_edit import EditStart, jacobian, sample_mask
@@ -31,19 +32,26 @@ DEFAULT_STRENGTH = 30.0
 def discover(
     model: DiffusionModel,
     start: EditStart,
-    mask: torch.Tensor,
+    mask,
     k: int = DEFAULT_K,
     complement_rank: int = DEFAULT_COMPLEMENT_RANK,
     space: str = "h",
     max_iterations: int = 50,
     tolerance: float = 1e-5,
     jvp: str = "finite-difference",
-    region_name: str = "mask",
+    region_name: str | None = None,
     seed: int = 0,
+    image=None,
 ) -> Directions:
-    """The region's top-k directions, confined by projection away from the complement's top-r."""
+    """The region's top-k directions, confined by projection away from the complement's top-r.
+
+    ``mask``: a tensor at the input's size, or any mask source (:mod:`regionedit.mask_sources`),
+    resolved on ``image`` (the input ``start`` was made from; needed by text, attention and segment
+    sources). ``region_name`` defaults to the source's description."""
     began = time.perf_counter()
-    region = sample_mask(model, start, mask)
+    given = resolve_source(mask, image, model, "RBE", size=input_size(model, start))
+    region_name = region_name or (given.source if not torch.is_tensor(mask) else "mask")
+    region = sample_mask(model, start, given.mask)
     check_region(region, region_name, needs_complement=True)
     check_rank("k", k, region, model.channels)
     check_rank("complement rank r", complement_rank, 1 - region, model.channels)
@@ -71,6 +79,13 @@ def discover(
             "seconds": round(time.perf_counter() - began, 3),
         },
     )
+
+
+def input_size(model: DiffusionModel, start: EditStart) -> tuple[int, int]:
+    """(width, height) of the input ``start`` was made from (a generated start: its decoded size)."""
+    if start.fit is not None:
+        return start.fit.original_size
+    return start.x_t.shape[-1] * model.vae_scale_factor, start.x_t.shape[-2] * model.vae_scale_factor
 
 
 def check_rank(name: str, rank: int, region: torch.Tensor, channels: int) -> None:

@@ -26,6 +26,7 @@ from regionedit.core.sampling import gaussian_noise, sample
 from regionedit.core.schedule import Schedule
 from regionedit.errors import RegionEditError
 from regionedit.images import tensor_to_pil
+from regionedit.mask_sources import MaskSource, resolve_source
 from regionedit.masks import check_region, dilate, pad_to, resize
 from regionedit.models.backend import DiffusionModel
 from regionedit.segment import DEFAULT_THRESHOLD, TextSegmenter
@@ -89,7 +90,7 @@ def edit(
     image,
     target: str,
     locate: str | None = None,
-    mask: torch.Tensor | None = None,
+    mask: torch.Tensor | MaskSource | str | None = None,
     segmenter: TextSegmenter | None = None,
     clip=None,
     num_inference_steps: int = DEFAULT_STEPS,
@@ -107,7 +108,11 @@ def edit(
     max_side: int | None = None,
     progress: bool = True,
 ) -> RDMOutput:
-    """Replace what ``locate`` names (or ``mask`` covers) by ``target``, keeping the rest."""
+    """Replace what ``locate`` names (or ``mask`` covers) by ``target``, keeping the rest.
+
+    ``mask``: a tensor at the input's size, or any mask source (:mod:`regionedit.mask_sources`:
+    file, box, brush, text, ZONE's attention, a segment pick), resolved on ``image``; it wins over
+    ``locate``."""
     if not model.is_text_conditional:
         raise RegionEditError(f"RDM needs a text-conditional model; {model.name} is unconditional")
     if not target or not target.strip():
@@ -118,9 +123,15 @@ def edit(
     threshold, eta, seed = checks.number("threshold", threshold, 0, 255), checks.number("eta", eta, 0, 1), checks.seed(seed)
     dilation, feather = checks.integer("dilation", dilation, 0, MAX_PIXELS), checks.integer("feather", feather, 0, MAX_PIXELS)
     cutouts = checks.integer("cutouts", cutouts, 1, MAX_CUTOUTS)
+    given = None
+    if mask is not None:  # any mask source (text, attention, segment pick, file, box, brush) or a tensor
+        given = resolve_source(mask, image, model, "RDM")
+        mask = given.mask
     pixels, fit = model.fit_image(image, max_side)
     working = fit.crop(pixels)
     region, scores = region_mask(model, working, locate, mask, segmenter, threshold, dilation)
+    if given is not None and given.scores is not None:
+        scores = given.scores  # at the input's size
     check_region(region, "the edit region")
     padded_size = (fit.padded_size[1], fit.padded_size[0])
     region_padded = pad_to(region, padded_size)
@@ -152,7 +163,7 @@ def edit(
         edited = weight * edited + (1 - weight) * working
     recipe = {
         "method": "rdm", "version": __version__, "model": model.name, "locate": locate, "target": target,
-        "mask_from": "text" if mask is None else "user", "threshold": threshold, "dilation": dilation,
+        "mask_from": "text" if mask is None else "user", "mask_source": given.source if given is not None else None, "threshold": threshold, "dilation": dilation,
         "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "eta": eta,
         "clip_model": getattr(clip, "name", None) if clip is not None else None, "clip_guidance_scale": clip_guidance_scale,
         "cutouts": cutouts, "nerp_mse": nerp_mse, "nerp_lpips": nerp_lpips if guidance and guidance.lpips_weight else 0.0,

@@ -34,7 +34,8 @@ from regionedit.core.sampling import gaussian_noise
 from regionedit.core.schedule import Schedule
 from regionedit.errors import RegionEditError
 from regionedit.images import tensor_to_pil
-from regionedit.masks import dilate, fft_edge_smoother, select_by_region_iou
+from regionedit.mask_sources import MaskResult, resolve_source
+from regionedit.masks import dilate, fft_edge_smoother, resize, select_by_region_iou
 from regionedit.methods.actions import ActionClassifier, ActionDecision, decide_action
 from regionedit.models.backend import DiffusionModel
 from regionedit.segment_everything import ClassicalSegmenter
@@ -119,10 +120,11 @@ def fused_sampling(first: DiffusionModel, second: DiffusionModel | None, instruc
     return x, maps
 
 
-def edit(model: DiffusionModel, image, instruction: str, **options) -> ZoneOutput:
-    """Apply ``instruction`` locally: only the pixels of the final mask change (see :func:`edit_many`)."""
+def edit(model: DiffusionModel, image, instruction: str, mask=None, **options) -> ZoneOutput:
+    """Apply ``instruction`` locally: only the pixels of the final mask change (see :func:`edit_many`;
+    ``mask``: a user region replacing the attention localisation)."""
     seed = options.pop("seed", 0)
-    return edit_many(model, [image], [instruction], seeds=[seed], **options)[0]
+    return edit_many(model, [image], [instruction], seeds=[seed], masks=None if mask is None else [mask], **options)[0]
 
 
 def edit_many(
@@ -145,10 +147,15 @@ def edit_many(
     eta: float = 0.0,
     seeds: list[int] | None = None,
     max_side: int | None = None,
+    masks: list | None = None,
     progress: bool = True,
 ) -> list[ZoneOutput]:
     """ZONE for several images of one size at once: one batched sampling run, then each image's
-    localisation, refinement and blending."""
+    localisation, refinement and blending.
+
+    ``masks``: one user region per image (a tensor at the input's size or any mask source of
+    :mod:`regionedit.mask_sources`, resolved on the image; None for ZONE's own) that replaces the
+    coarse attention mask M_b; refinement by Region-IoU and the edge smoother follow as usual."""
     if not model.is_instruct:
         raise RegionEditError(f"ZONE needs an instruct model (InstructPix2Pix-style); {model.name} is not one")
     if second_model is not None and (not second_model.is_instruct or second_model.channels != model.channels):
@@ -164,6 +171,10 @@ def edit_many(
     beta, union_above = checks.optional_number("beta", beta, 0, 1), checks.optional_number("union_above", union_above, 0, 1)
     dilation, d0 = checks.optional_integer("dilation", dilation, 0, MAX_PIXELS), checks.optional_number("d0", d0, 0)
     smoother_threshold = checks.number("smoother_threshold", smoother_threshold, 0, 1)
+    if masks is not None and len(masks) != len(images):
+        raise RegionEditError(f"ZONE needs one mask (or None) per image: {len(images)} images, {len(masks)} masks")
+    given = [None if m is None else resolve_source(m, image, model, "ZONE")
+             for m, image in zip(masks or [None] * len(images), images, strict=True)]
     began = time.perf_counter()
     decisions = [decide_action(model, text, classifier) for text in instructions]
     betas = [BETA[d.action] if beta is None else beta for d in decisions]
@@ -175,9 +186,10 @@ def edit_many(
     padded = (fit.padded_size[1], fit.padded_size[0])
     latent = model.encode_source_image(pixels[:1]).shape[-2:]
     layers = attention_layers or layers_at_resolution(model.unet, tuple(latent), padded)
+    record = layers if any(g is None for g in given) else None  # every region given: no attention to record
     started = time.perf_counter()
     sample, maps = fused_sampling(model, second_model, instructions, pixels, torch.tensor(betas), num_inference_steps,
-                                  guidance_scale, image_guidance_scale, eta, seeds, layers, progress)
+                                  guidance_scale, image_guidance_scale, eta, seeds, record, progress)
     edited = (fit.crop(model.decode(sample)) + 1) / 2
     if not torch.isfinite(edited).all():
         raise RegionEditError("the instruct models produced NaN or infinite values: lower the guidance scales")
@@ -188,7 +200,7 @@ def edit_many(
     outputs = []
     for i, (instruction, decision) in enumerate(zip(instructions, decisions, strict=True)):
         output = _localise_and_blend(model, instruction, decision, edited[i : i + 1].cpu(), original[i : i + 1].cpu(),
-                                     maps[i : i + 1], segmenter, settings)
+                                     None if maps is None else maps[i : i + 1], segmenter, settings, given[i])
         output.timings = {k: round(v, 4) for k, v in {**shared, **output.timings}.items()}
         output.timings["total_s"] = round(sum(v for k, v in output.timings.items() if k != "total_s"), 4)
         output.recipe.update({
@@ -202,15 +214,21 @@ def edit_many(
 
 
 def _localise_and_blend(model: DiffusionModel, instruction: str, decision: ActionDecision, edited: torch.Tensor,
-                        original: torch.Tensor, maps: torch.Tensor, segmenter, settings: dict) -> ZoneOutput:
-    """Steps 3–5 for one image: coarse mask, Region-IoU segment, edge smoother and compositing."""
+                        original: torch.Tensor, maps: torch.Tensor | None, segmenter, settings: dict,
+                        given: MaskResult | None = None) -> ZoneOutput:
+    """Steps 3–5 for one image: coarse mask (or the ``given`` user region), Region-IoU segment,
+    edge smoother and compositing."""
     notes = [] if decision.source == "classifier" else [f"action '{decision.action}' from {decision.source}"]
     timings: dict[str, float] = {}
     size = tuple(edited.shape[-2:])
     started = time.perf_counter()
-    first, last = instruction_token_span(model, instruction)
-    coarse = coarse_mask_from_attention(maps, first, last, settings["padded"], settings["threshold"])
-    coarse = coarse[..., : size[0], : size[1]].cpu()
+    if given is not None:
+        coarse = resize(given.mask.float().cpu(), size)
+        notes += given.notes + [f"coarse mask from {given.source} instead of the attention maps"]
+    else:
+        first, last = instruction_token_span(model, instruction)
+        coarse = coarse_mask_from_attention(maps, first, last, settings["padded"], settings["threshold"])
+        coarse = coarse[..., : size[0], : size[1]].cpu()
     timings["attention_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -243,6 +261,7 @@ def _localise_and_blend(model: DiffusionModel, instruction: str, decision: Actio
         "threshold": settings["threshold"], "segmenter": getattr(segmenter, "name", "classical"),
         "region_iou": round(best_iou, 4), "union_above": settings["union_above"], "dilation": grow, "d0": radius,
         "smoother_threshold": settings["smoother_threshold"], "notes": notes,
+        "mask_source": given.source if given is not None else None,
     }
     return ZoneOutput(
         image=tensor_to_pil(composite[0] * 2 - 1), edited=tensor_to_pil(edited[0] * 2 - 1),
