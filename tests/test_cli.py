@@ -162,3 +162,29 @@ def test_console_script_runs_as_a_real_process(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"regionedit: error: image not found: {tmp_path / 'none.png'}"]
+
+
+def test_commands_default_to_the_embedded_model_of_their_task(monkeypatch, tmp_path):
+    from regionedit.cli import _fill_default_model, build_parser
+    from regionedit.errors import RegionEditError
+    from regionedit.models import loading
+
+    shipped = {name: tmp_path for name in ("toy/scenes-instruct", "toy/scenes-t2i", "toy/faces-ddpm")}
+    monkeypatch.setattr(loading, "embedded_models", lambda: shipped)
+
+    def model_of(*argv: str) -> str:
+        args = build_parser().parse_args(list(argv))
+        _fill_default_model(args)
+        return args.model
+
+    assert model_of("edit", "zone", "a.png", "make the ball red", "-o", "b.png") == "toy/scenes-instruct"
+    assert model_of("session", "apply", "s", "make the ball red") == "toy/scenes-instruct"
+    assert model_of("edit", "rdm", "a.png", "--target", "a red ball", "--box", "1,1,9,9", "-o", "b.png") == "toy/scenes-t2i"
+    assert model_of("edit", "ddpm", "a.png", "--target-prompt", "a red ball", "-o", "b.png") == "toy/scenes-t2i"
+    assert model_of("edit", "ddpm", "a.png", "--shift", "4,0", "-o", "b.png") == "toy/faces-ddpm"  # no text: pixel DDPM
+    assert model_of("invert", "a.png", "-o", "a.safetensors") == "toy/faces-ddpm"
+    assert model_of("discover", "jica", "a.png", "--mask", "face:eyes", "--mask", "face:mouth", "-o", "d.safetensors") == "toy/faces-ddpm"
+    assert model_of("edit", "zone", "a.png", "x", "-o", "b.png", "--model", "tiny/ip2p") == "tiny/ip2p"  # names still win
+    del shipped["toy/scenes-instruct"]
+    with pytest.raises(RegionEditError, match="the default toy/scenes-instruct is not in this installation: give a model"):
+        model_of("edit", "zone", "a.png", "make the ball red", "-o", "b.png")

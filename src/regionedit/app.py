@@ -29,14 +29,16 @@ from PIL import Image  # noqa: E402
 from regionedit import checks  # noqa: E402
 from regionedit.errors import RegionEditError  # noqa: E402
 from regionedit.images import save_png, tensor_to_pil, to_rgb  # noqa: E402
+from regionedit.models.defaults import EMBEDDED_DEFAULTS, TASK_ALIASES  # noqa: E402
 
 MAX_UPLOAD_MB = 20
 MAX_SIDE = 2048
 
 
-# Per tab: the embedded toy model when this installation ships it, else the tiny random one.
-DEFAULT_MODELS = {"zone": ("toy/scenes-instruct", "tiny/ip2p"), "rdm": ("toy/scenes-t2i", "tiny/sd"),
-                  "ddpm": ("toy/scenes-t2i", "tiny/sd"), "directions": ("toy/faces-ddpm", "tiny/pixel-ddpm")}
+# Per tab: the embedded toy model (the same table as the CLI's defaults) when this installation
+# ships it, else the tiny random one.
+DEFAULT_MODELS = {tab: (EMBEDDED_DEFAULTS[TASK_ALIASES.get(tab, tab)], tiny) for tab, tiny in
+                  (("zone", "tiny/ip2p"), ("rdm", "tiny/sd"), ("ddpm", "tiny/sd"), ("directions", "tiny/pixel-ddpm"))}
 
 
 def default_models() -> dict[str, str]:
@@ -175,7 +177,8 @@ def run_zone(ws: Workspace, value, instruction: str, model_name: str, steps: int
     history = [turn for turn in (history or []) if turn["base"] == key]
     current = history[-1]["image"] if history else image
     model = ws.model(model_name)
-    second = None if single else ws.model(zone.partner_of(model.name))
+    partner = None if single else zone.partner_of(model.name)
+    second = None if partner is None else ws.model(partner)
     out = zone.edit(model, current, instruction, second_model=second, num_inference_steps=int(steps), progress=True)
     files = [ws.save(out.image, "zone", out.recipe), ws.save(mask_image(out.final_mask), "zone-mask"),
              ws.save(out.layer, "zone-layer", out.recipe)]

@@ -43,11 +43,15 @@ def _quiet_libraries() -> None:
 
 
 # ------------------------------------------------------------------------------- shared helpers
-def _add_model_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, required: bool = False, task: str | None = None) -> None:
+    """``task``: the command's default embedded model (:mod:`regionedit.models.defaults`) when --model is not given."""
     parser.add_argument(
         "--model", required=required,
-        help="hub id (owner/name), local diffusers folder, embedded toy/... or tiny/... model (see `regionedit models`)",
+        help="hub id (owner/name), local diffusers folder, embedded toy/... or tiny/... model (see `regionedit models`)"
+        + (" (default: the embedded toy model for this command)" if task else ""),
     )
+    if task:
+        parser.set_defaults(model_task=task)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: GPU if present)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: fp16 on GPU, fp32 on CPU")
     parser.add_argument("--allow-pickle", action="store_true", help="also load pickled (.bin) weights; only for trusted sources")
@@ -65,6 +69,29 @@ def _device(args) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RegionEditError("--device cuda was given but no CUDA GPU is available")
     return device
+
+
+def _fill_default_model(args) -> None:
+    """--model not given: the embedded toy model of the command's task (text or pixel for DDPM)."""
+    task = getattr(args, "model_task", None)
+    if task is None or getattr(args, "model", None):
+        return
+    from regionedit.models.defaults import default_model
+
+    if task == "ddpm" and getattr(args, "inversion", None):  # a saved inversion is edited with its own model
+        from regionedit.core.inversion import DDPMInversion
+
+        args.model = DDPMInversion.load(args.inversion).model
+        return
+    if task == "ddpm":
+        texts = (getattr(args, name, None) for name in ("prompt", "source_prompt", "target_prompt"))
+        task = "ddpm-text" if any(t is not None for t in texts) else "ddpm-pixel"
+    if task == "directions-file":  # directions are applied with the model they were found with
+        from regionedit.methods.directions import Directions
+
+        args.model = Directions.load(args.directions).model
+        return
+    args.model = default_model(task)
 
 
 def _load_model(args):
@@ -432,7 +459,8 @@ def _zone_editor(args):
     second = None
     if not args.single:
         name = args.model2 or zone.partner_of(args.model)
-        second = load_model(name, device=model.device, dtype=model.dtype, allow_pickle=args.allow_pickle)
+        if name is not None:
+            second = load_model(name, device=model.device, dtype=model.dtype, allow_pickle=args.allow_pickle)
     classifier = ActionClassifier.load(args.classifier) if args.classifier else None
     segmenter = load_segment_everything(args.segmenter, model.device, args.allow_pickle)
 
@@ -462,7 +490,7 @@ def _add_zone_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--union-iou", type=float, help="take the union of segments with rIoU ≥ this (default: the best one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-side", type=int, help="downscale larger images to this side (default: the model's native size)")
-    _add_model_options(parser)
+    _add_model_options(parser, task="zone")
 
 
 def cmd_edit_zone(args) -> int:
@@ -546,24 +574,8 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def _model_status(folder: Path) -> str:
-    """One line from a model's card: its quality bar met, or preliminary with the measured figure."""
-    from regionedit.bench.toymodels import BARS, MAIN_INSTRUCT, REMOVE_INSTRUCT, card_evaluation
-
-    evaluation = card_evaluation(folder) or {}
-    if evaluation.get("meets_bar") is True:
-        return "meets its quality bar (card.json)"
-    if evaluation.get("meets_bar") is False:
-        if f"toy/{folder.name}" == REMOVE_INSTRUCT:
-            shortfall = f"removal success {evaluation['edit_success']['remove']} does not beat {MAIN_INSTRUCT}'s"
-        else:
-            figure, minimum = BARS[f"toy/{folder.name}"]
-            shortfall = f"{figure} {evaluation.get(figure)} < {minimum}"
-        return f"PRELIMINARY: {shortfall} (card.json); train further with --resume"
-    return "not yet measured (regionedit bench toymodels)"
-
-
 def cmd_models(args) -> int:
+    from regionedit.bench.toymodels import model_status
     from regionedit.models.loading import embedded_models
     from regionedit.models.tiny import TINY_BUILDERS
 
@@ -573,11 +585,11 @@ def cmd_models(args) -> int:
         print(json.dumps({"embedded": embedded, "tiny": tiny}, indent=2))
         return 0
     print("Embedded toy-world models (offline, shipped in the package):")
-    print("\n".join(f"  {n:26s} {_model_status(Path(path))}" for n, path in embedded.items()) or "  none in this version")
+    print("\n".join(f"  {n:26s} {model_status(Path(path))}" for n, path in embedded.items()) or "  none in this version")
     from regionedit.models.loading import embedded_components
 
     for name, path in embedded_components().items():
-        print(f"  {name:26s} {_model_status(path)} (the latent scene models' autoencoder)")
+        print(f"  {name:26s} {model_status(path)} (the latent scene models' autoencoder)")
     print("Tiny random models (built on first use, for tests and benchmarks; outputs are noise):")
     for name, doc in tiny.items():
         print(f"  {name:18s} {doc}")
@@ -627,7 +639,8 @@ def cmd_toyworld_train(args) -> int:
     train(args.name, out=args.out, steps=args.steps, device=None if args.device == "auto" else str(_device(args)),
           smoke=args.smoke, log=None if args.quiet else print, weights=args.weights, batch=args.batch,
           minutes=args.minutes, workers=args.workers, resume=args.resume,
-          speed=Speed(args.pool, args.refresh_every, args.compile), edit_weight=args.edit_weight)
+          speed=Speed(args.pool, args.refresh_every, args.compile), edit_weight=args.edit_weight,
+          evaluate=not args.no_evaluate, decoder_only=args.decoder_only)
     return 0
 
 
@@ -737,8 +750,10 @@ def cmd_bench_toymodels(args) -> int:
     names = args.names or [n for n in MEASURED if n in {**embedded_models(), **embedded_components()}]
     if not names:
         raise RegionEditError(f"no embedded toy models in this installation (embedded: {', '.join(embedded_models()) or 'none'})")
+    if args.update_cards and args.split != "benchmark":
+        raise RegionEditError("--update-cards records the bars, which are measured on the benchmark split")
     device = None if args.device == "auto" else str(_device(args))
-    result = bench_toymodels(names, device, args.n)
+    result = bench_toymodels(names, device, args.n, args.split)
     if args.update_cards:
         from regionedit.bench.toymodels import update_cards
 
@@ -759,7 +774,7 @@ def cmd_bench_quality(args) -> int:
             raise RegionEditError(f"--option must be key=value, got {item!r}")
         options[key] = _parse_value(value)
     method = make_method(args.method, args.world, options)
-    result = run_quality(args.world, method, count=args.n, size=args.size, progress=not args.quiet)
+    result = run_quality(args.world, method, count=args.n, size=args.size, progress=not args.quiet, split=args.split)
     print(write_json(result, args.json))
     if args.md:
         atomic_write(args.md, lambda tmp: tmp.write_text(markdown_table(result)))
@@ -788,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     invert.add_argument("-o", "--output", required=True, help="inversion file to write (.safetensors)")
     invert.add_argument("--prompt", help="text describing the image (text models; '' for none)")
     invert.add_argument("--cfg", type=float, default=3.5, help="source classifier-free guidance (paper: 3.5)")
-    _add_model_options(invert)
+    _add_model_options(invert, task="ddpm")
     _add_inversion_options(invert)
     invert.set_defaults(func=cmd_invert)
 
@@ -818,7 +833,7 @@ def build_parser() -> argparse.ArgumentParser:
     ddpm.add_argument("--reweight", action="append", metavar="WORD=SCALE", help="--p2p: scale a target word's attention (repeatable)")
     ddpm.add_argument("--inversion-type", choices=("ddpm", "ddim"), default="ddpm",
                       help="edit-friendly DDPM inversion (default) or DDIM inversion (with --p2p, for comparison)")
-    _add_model_options(ddpm)
+    _add_model_options(ddpm, task="ddpm")
     _add_inversion_options(ddpm)
     ddpm.set_defaults(func=cmd_edit_ddpm)
 
@@ -857,7 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
     rdm.add_argument("--eta", type=float, default=0.0)
     rdm.add_argument("--seed", type=int, default=0)
     rdm.add_argument("--max-side", type=int, help="downscale larger images to this side (default: the model's native size)")
-    _add_model_options(rdm)
+    _add_model_options(rdm, task="rdm")
     rdm.set_defaults(func=cmd_edit_rdm)
 
     for method in ("rbe", "jica"):
@@ -872,7 +887,7 @@ def build_parser() -> argparse.ArgumentParser:
         edit_dirs.add_argument("--asymmetric", action="store_true", help="Asyrp's asymmetric step")
         edit_dirs.add_argument("-o", "--output", required=True, help="PNG to write")
         _add_edit_start_options(edit_dirs)
-        _add_model_options(edit_dirs)
+        _add_model_options(edit_dirs, task="directions-file")
         edit_dirs.set_defaults(func=cmd_edit_directions, method=method)
 
     discover = commands.add_parser("discover", help="find local edit directions (RBE, JICA) from region Jacobians")
@@ -901,7 +916,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--joint-rank", type=int, default=2, help="joint subspace rank r_C (default 2)")
             sub.add_argument("--individual-rank", type=int, default=3, help="individual rank r_A (default 3)")
         _add_edit_start_options(sub)
-        _add_model_options(sub)
+        _add_model_options(sub, task=method)
         sub.set_defaults(func=cmd_discover)
 
     session = commands.add_parser("session", help="multi-turn ZONE editing saved in a folder (new, apply, undo, show)")
@@ -924,7 +939,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cls.add_argument("--train", type=int, default=450, help="generated training instructions (paper: 450)")
     train_cls.add_argument("--test", type=int, default=150, help="held-out instructions (paper: 150)")
     train_cls.add_argument("--seed", type=int, default=0)
-    _add_model_options(train_cls)
+    _add_model_options(train_cls, task="zone")
     train_cls.set_defaults(func=cmd_train_classifier)
 
     batch_parser = commands.add_parser("batch", parents=[common], help="edit every item of a JSONL manifest (resumable)")
@@ -956,7 +971,7 @@ def build_parser() -> argparse.ArgumentParser:
     benches = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     inv = benches.add_parser("inversion", parents=[common], help="step-by-step vs timestep-batched inversion, same run")
     inv.add_argument("--tiny", action="store_true", help="use the tiny SD-like model (default: random SD-1.5-sized)")
-    _add_model_options(inv, required=False)
+    _add_model_options(inv)
     inv.add_argument("--size", type=int, help="image side in pixels (default: the model's native size)")
     inv.add_argument("--steps", type=int, default=100)
     inv.add_argument("--batch-size", type=int, default=16)
@@ -965,7 +980,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     disc = benches.add_parser("discover", parents=[common], help="seconds to find RBE directions at one timestep")
     disc.add_argument("--tiny", action="store_true", help="the tiny pixel DDPM (default: random DDPM-CelebAHQ-256-sized)")
-    _add_model_options(disc, required=False)
+    _add_model_options(disc)
     disc.add_argument("--k", type=int, default=3)
     disc.add_argument("--r", type=int, default=8)
     disc.add_argument("--max-iterations", type=int, default=50)
@@ -975,7 +990,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dirs = benches.add_parser("directions", parents=[common],
                               help="toy faces: locality, factors moved and transfer of RBE/JICA directions")
-    _add_model_options(dirs)
+    _add_model_options(dirs, task="rbe")
     dirs.add_argument("--method", choices=("rbe", "jica"), default="rbe")
     dirs.add_argument("--n", type=int, default=50, help="faces (default 50)")
     dirs.add_argument("--strength", type=float, default=30.0)
@@ -985,7 +1000,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rdm_bench = benches.add_parser("rdm", parents=[common], help="RDM's cost over plain sampling, same model and steps")
     rdm_bench.add_argument("--tiny", action="store_true", help="tiny random SD, CLIPSeg and CLIP")
-    _add_model_options(rdm_bench, required=False)
+    _add_model_options(rdm_bench)
     rdm_bench.add_argument("--segmenter")
     rdm_bench.add_argument("--clip")
     rdm_bench.add_argument("--steps", type=int, default=50)
@@ -1036,11 +1051,13 @@ def build_parser() -> argparse.ArgumentParser:
     training_bench.set_defaults(func=cmd_bench_training)
 
     toy_bench = benches.add_parser("toymodels", parents=[common], help="the quality bars of the embedded toy models")
-    toy_bench.add_argument("names", nargs="*", help="toy/… models (default: every one present)")
+    toy_bench.add_argument("names", nargs="*", help="toy/… models or model folders (default: every embedded one)")
     toy_bench.add_argument("--n", type=int, help="samples per measurement (default: each bar's own)")
     toy_bench.add_argument("--device", default="auto")
     toy_bench.add_argument("--json", help="write the result to this file")
     toy_bench.add_argument("--update-cards", action="store_true", help="write each measurement into the model's card.json")
+    toy_bench.add_argument("--split", choices=("benchmark", "validation"), default="benchmark",
+                           help="validation: for choosing settings (the bars are judged on the benchmark split)")
     toy_bench.set_defaults(func=cmd_bench_toymodels)
 
     speed = benches.add_parser("toyworld", parents=[common], help="toy-world rendering speed (images per second)")
@@ -1059,6 +1076,8 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--size", type=int, default=64)
     quality.add_argument("--json", help="write the result to this file")
     quality.add_argument("--md", help="also write a markdown table")
+    quality.add_argument("--split", choices=("benchmark", "validation"), default="benchmark",
+                         help="validation: for choosing settings; figures are reported on the benchmark split")
     quality.set_defaults(func=cmd_bench_quality)
 
     toy = commands.add_parser("toyworld", help="the procedural toy worlds: export splits, train their networks")
@@ -1085,6 +1104,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--refresh-every", type=int, default=4, help="with --pool: render one fresh batch every K steps")
     train.add_argument("--compile", action="store_true", help="run the forward pass through torch.compile")
     train.add_argument("--workers", type=int, help="data worker processes (default: 2 on a GPU, 0 on the CPU)")
+    train.add_argument("--decoder-only", action="store_true", help="scenes-vae --resume: tune the decoder alone (latents unchanged)")
+    train.add_argument("--no-evaluate", action="store_true", help="skip the bar measurement at the end (bench toymodels does it)")
     train.add_argument("--edit-weight", type=float, help="latent instruct models: loss weight inside the edited region (default 1)")
     train.set_defaults(func=cmd_toyworld_train)
     return parser
@@ -1095,6 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     try:
         _check_finite(args)
+        _fill_default_model(args)
         return args.func(args)
     except RegionEditError as exc:
         print(f"regionedit: error: {exc}", file=sys.stderr)
