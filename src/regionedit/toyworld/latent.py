@@ -198,28 +198,6 @@ class LatentInstructionStream(Stream):
                            region)
 
 
-class LatentPool(Pool):
-    """:class:`Pool` over :class:`LatentBatch` fields (the edit-region weight included)."""
-
-    FIELDS = ("x0", "text", "source", "weight")
-
-    def __init__(self, data, batch: int, size: int, refresh_every: int, seed: int = 0):
-        first = [next(data) for _ in range(-(-size // batch))]
-        self.fields = {name: torch.cat([getattr(b, name) for b in first])[:size].half()
-                       for name in self.FIELDS if getattr(first[0], name) is not None}
-        self.data, self.batch, self.size, self.refresh_every, self.step = data, batch, size, refresh_every, 0
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __next__(self) -> LatentBatch:
-        if self.step and self.step % self.refresh_every == 0:
-            fresh = next(self.data)
-            slots = torch.randperm(self.size, generator=self.generator)[: len(fresh.x0)]
-            for name, values in self.fields.items():
-                values[slots.to(values.device)] = getattr(fresh, name).half()
-        self.step += 1
-        pick = torch.randint(self.size, (self.batch,), generator=self.generator)
-        return LatentBatch(**{name: values[pick.to(values.device)].float() for name, values in self.fields.items()})
-
 def min_snr_weight(alpha_bar: torch.Tensor, gamma: float) -> torch.Tensor:
     """Min-SNR-γ loss weight for v-prediction: min(SNR, γ) / (SNR + 1)."""
     snr = alpha_bar / (1 - alpha_bar)
@@ -267,7 +245,7 @@ def train_latent(unet: UNet2DConditionModel, stream: Stream, budget: Budget, rec
     torch.manual_seed(seed)
     data = batches(stream, device)
     if recipe.pool:
-        data = LatentPool(data, stream.batch, recipe.pool, recipe.refresh_every, seed)
+        data = Pool(data, stream.batch, recipe.pool, recipe.refresh_every, seed)
     trainer = Trainer(unet, device, recipe.learning_rate)
     alphas = latent_schedule().alphas_cumprod.to(trainer.device)
     loss_of = latent_diffusion_loss(trainer.forward, alphas, recipe.edit_weight, recipe.min_snr_gamma)

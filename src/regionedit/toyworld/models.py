@@ -143,8 +143,9 @@ class Pool:
 
     def __init__(self, data: Iterator[DiffusionBatch], batch: int, size: int, refresh_every: int, seed: int = 0):
         first = [next(data) for _ in range(-(-size // batch))]
+        self.kind = type(first[0])  # DiffusionBatch or a subclass with more fields (the latent pools')
         self.fields = {name: torch.cat([getattr(b, name) for b in first])[:size].half()
-                       for name in ("x0", "text", "source") if getattr(first[0], name) is not None}
+                       for name in first[0].__dict__ if getattr(first[0], name) is not None}
         self.data, self.batch, self.size, self.refresh_every, self.step = data, batch, size, refresh_every, 0
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -159,7 +160,7 @@ class Pool:
                 values[slots.to(values.device)] = getattr(fresh, name).half()
         self.step += 1
         pick = torch.randint(self.size, (self.batch,), generator=self.generator)
-        return DiffusionBatch(**{name: values[pick.to(values.device)].float() for name, values in self.fields.items()})
+        return self.kind(**{name: values[pick.to(values.device)].float() for name, values in self.fields.items()})
 
 
 def token_ids(tokenizer, texts: list[str]) -> torch.Tensor:
