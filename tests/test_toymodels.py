@@ -12,7 +12,7 @@ from regionedit.cli import main
 from regionedit.models import load_model
 from regionedit.segment import load_clip, load_segmenter
 from regionedit.toyworld import models
-from regionedit.toyworld.train import TRAINABLE, weights_size_mb
+from regionedit.toyworld.train import MODELS, TRAINABLE, weights_size_mb
 
 CHAIN = ["scenes-clip", "scenes-vae", "scenes-clipseg", "faces-ddpm", "scenes-t2i", "scenes-instruct",
          "scenes-instruct-remove"]
@@ -31,7 +31,9 @@ def test_every_model_trains_saves_and_has_a_card(trained):
     for name in CHAIN:
         card = json.loads((trained / name / "card.json").read_text())
         assert card["smoke"] and card["settings"]["steps"] == 2
-        assert card["reproduce"] == f"regionedit toyworld train {name} --steps 2 --batch 4"
+        # the recipe's own choices are spelled out, so the command still reproduces if a default moves
+        recipe = f" --edit-weight {MODELS[name]['edit_weight']:g}" if "edit_weight" in MODELS[name] else ""
+        assert card["reproduce"] == f"regionedit toyworld train {name} --steps 2 --batch 4{recipe}"
         assert card["evaluation"] and card["hardware"]
     # The latent scene models share scenes-clip's text tower and scenes-vae through symlinks: stored once.
     for name in LATENT:
