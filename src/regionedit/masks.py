@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from regionedit.errors import RegionEditError
+from regionedit.face_parts import PART_BOXES
 from regionedit.images import read_pil
 
 
@@ -42,8 +43,7 @@ def box_mask(box: tuple[float, float, float, float], size: tuple[int, int]) -> t
 
 
 def face_part_mask(part: str, size: tuple[int, int]) -> torch.Tensor:
-    from regionedit.toyworld.faces import PART_BOXES
-
+    """1×1×H×W mask of the box where ``part`` of a toy-world face can appear (any factor values)."""
     if part not in PART_BOXES:
         raise RegionEditError(f"unknown face part {part!r} (parts: {', '.join(sorted(PART_BOXES))})")
     width, height = size

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import torch
 
-from regionedit.bench.quality import BenchItem, MethodOutput
 from regionedit.errors import RegionEditError
 from regionedit.images import pil_to_tensor
 from regionedit.methods import rdm
 from regionedit.models import load_model
 from regionedit.segment import load_clip, load_segmenter
+from regionedit.toyworld.benchmark import BenchItem, MethodOutput
 
 
 class RDMMethod:

@@ -2,58 +2,35 @@
 
 Per action type and overall it reports background preservation (PSNR and L1 outside the
 ground-truth edit mask), edit success judged by the world's probe, the IoU of the method's own
-mask with the ground-truth mask (where the method makes one) and seconds per edit.
+mask with the ground-truth mask (where the method makes one) and seconds per edit; the items and
+the scoring are the toy worlds' benchmark (:mod:`regionedit.toyworld.benchmark`).
 
 Methods plug in through :class:`EditMethod`: a name, ``edit(items) → outputs`` and optionally the
 ``actions`` they handle. Two baselines come with the harness: ``identity`` (returns the input) and
-``oracle`` (returns the ground truth); the editing methods are adapted in ``bench/adapters.py``.
+``oracle`` (returns the ground truth); the editing methods are adapted in ``bench/adapters.py``,
+the plain instruct model in :mod:`regionedit.toyworld.evaluation` (its bar is measured with it).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
-import torch
-
-from regionedit import metrics
 from regionedit.bench import machine
 from regionedit.errors import RegionEditError
-from regionedit.toyworld import faces as faces_world
-from regionedit.toyworld import probes
-from regionedit.toyworld import scenes as scenes_world
-from regionedit.toyworld.splits import split_seeds
+from regionedit.toyworld.benchmark import (
+    WORLDS,
+    BenchItem,
+    EditMethod,
+    MethodOutput,
+    benchmark_items,
+    edit_success,
+    run_benchmark,
+)
 
-WORLDS = ("faces", "scenes")
-
-
-@dataclass
-class BenchItem:
-    """One benchmark edit: the input, the instruction in every form, and the ground truth."""
-
-    world: str
-    seed: int
-    image: torch.Tensor  # 3×H×W in [0, 1]
-    target: torch.Tensor  # ground-truth result
-    mask: torch.Tensor  # 1×H×W ground-truth edit mask (1 = may change)
-    action: str
-    instruction: str
-    record: dict = field(default_factory=dict)  # captions, positioning / target text, factor values…
-
-
-@dataclass
-class MethodOutput:
-    image: torch.Tensor  # 3×H×W in [0, 1]
-    mask: torch.Tensor | None = None  # the method's edit mask, if it makes one
-    extra_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # other masks to score (e.g. "coarse")
-
-
-class EditMethod(Protocol):
-    name: str
-
-    def edit(self, items: Sequence[BenchItem]) -> list[MethodOutput]: ...
+__all__ = [
+    "WORLDS", "BenchItem", "EditMethod", "MethodOutput", "benchmark_items", "edit_success", "Identity", "Oracle",
+    "METHODS", "register_method", "run_quality", "markdown_table", "make_method",
+]
 
 
 class Identity:
@@ -93,7 +70,7 @@ def _zone(**options) -> EditMethod:
 
 
 def _instruct(**options) -> EditMethod:
-    from regionedit.bench.adapters import InstructBaseline
+    from regionedit.toyworld.evaluation import InstructBaseline
 
     return InstructBaseline(**options)
 
@@ -118,128 +95,11 @@ def register_method(name: str, factory: Callable[..., EditMethod]) -> None:
     METHODS[name] = factory
 
 
-# ------------------------------------------------------------------------------------ items
-def benchmark_items(world: str, count: int, size: int = 64, offset: int = 0,
-                    actions: Sequence[str] | None = None, split: str = "benchmark") -> list[BenchItem]:
-    """The first ``count`` edits of the world's benchmark split (fixed seeds, never trained on),
-    each drawn among ``actions`` (scenes only; default all). ``split="validation"``: the split on
-    which settings are chosen."""
-    if world not in WORLDS:
-        raise RegionEditError(f"unknown world {world!r} (worlds: {', '.join(WORLDS)})")
-    seeds = split_seeds(split, count, offset)
-    if world == "scenes":
-        edits = scenes_world.generate_edits(seeds, size, actions=actions or scenes_world.ACTIONS)
-        source, target, mask = edits.source, edits.target, edits.mask
-    else:
-        if actions:
-            raise RegionEditError("choosing actions is supported for scenes only")
-        edits = faces_world.generate_face_edits(seeds, size)
-        source, target, mask = edits.edit.source, edits.edit.target, edits.edit.mask
-    records = [edits.record(i) for i in range(count)]
-    return [
-        BenchItem(world, seeds[i], source.images[i], target.images[i], mask[i], records[i]["action"],
-                  records[i]["instruction"], records[i])
-        for i in range(count)
-    ]
-
-
-# ---------------------------------------------------------------------------------- success
-def edit_success(world: str, items: Sequence[BenchItem], images: torch.Tensor, probe) -> torch.Tensor:
-    """Did each output do what its instruction asked, as the probe reads it? (B,) bool."""
-    reading = probes.predict(probe, images)
-    if world == "faces":
-        return _face_success(items, reading)
-    return _scene_success(items, reading)
-
-
-def _face_success(items: Sequence[BenchItem], reading: dict) -> torch.Tensor:
-    results = []
-    for i, item in enumerate(items):
-        factor = faces_world.FACTORS[item.record["factor"]]
-        read = float(reading[factor.name][i])
-        source, target = item.record["source_value"], item.record["target_value"]
-        if factor.kind == "continuous":
-            span = factor.high - factor.low
-            read_value, source_unit, target_unit = read, (source - factor.low) / span, (target - factor.low) / span
-            # Moved at least halfway from the source value to the target, or reached it.
-            ok = abs(read_value - target_unit) <= max(factor.tolerance, 0.5 * abs(target_unit - source_unit))
-        else:
-            ok = round(read) == round(target)
-        results.append(ok)
-    return torch.tensor(results)
-
-
-def _scene_success(items: Sequence[BenchItem], reading: dict) -> torch.Tensor:
-    return torch.tensor([_scene_ok(item, {k: v[i] for k, v in reading.items()}) for i, item in enumerate(items)])
-
-
-def _scene_ok(item: BenchItem, reading: dict) -> bool:
-    """change colour / add: the object is there in the asked colour; change object: and the old one
-    is gone; remove: the object is gone."""
-    def present(kind: str) -> bool:
-        return bool(reading[f"{kind}_present"] > 0.5)
-
-    record = item.record
-    old_kind = record["source_object"].split()[-1] if record["source_object"] else None
-    if item.action == "remove":
-        return not present(old_kind)
-    *_, colour, kind = record["target_object"].split()
-    ok = present(kind) and scenes_world.COLOURS[int(reading[f"{kind}_colour"])] == colour
-    return ok and not (item.action == "change_object" and present(old_kind))
-
-
-# ------------------------------------------------------------------------------------- run
 def run_quality(world: str, method: EditMethod, count: int = 200, size: int = 64, batch_size: int = 16,
                 probe=None, progress: bool = False, split: str = "benchmark") -> dict:
     """Run ``method`` on ``count`` edits of ``world``'s ``split`` (benchmark or validation) and score it."""
-    items = benchmark_items(world, count, size, actions=getattr(method, "actions", None), split=split)
-    probe = probe or probes.load_probe(world)
-    outputs: list[MethodOutput] = []
-    start = time.perf_counter()
-    for i in range(0, len(items), batch_size):
-        outputs += method.edit(items[i : i + batch_size])
-    seconds = time.perf_counter() - start
-    images = torch.stack([o.image.float().cpu().clamp(0, 1) for o in outputs])
-    sources = torch.stack([item.image for item in items])
-    masks = torch.stack([item.mask for item in items])
-    success = edit_success(world, items, images, probe)
-    bg_psnr = metrics.psnr(images, sources, masks, "outside")
-    bg_l1 = metrics.l1(images, sources, masks, "outside")
-    ious = {"mask_iou": _ious(items, [o.mask for o in outputs])}
-    for name in sorted({k for o in outputs for k in o.extra_masks}):
-        ious[f"{name}_mask_iou"] = _ious(items, [o.extra_masks.get(name) for o in outputs])
-    rows = {}
-    for action in sorted({item.action for item in items}) + ["overall"]:
-        keep = torch.tensor([action == "overall" or item.action == action for item in items])
-        rows[action] = _row(keep, success, bg_psnr, bg_l1, ious)
-    return {
-        "benchmark": "quality", "world": world, "method": method.name, "count": len(items), "size": size,
-        "split": split, "seconds_per_edit": round(seconds / len(items), 5), "results": rows,
-        "machine": machine(),
-    }
-
-
-def _mean(values: torch.Tensor) -> float | None:
-    values = values[~values.isnan()]
-    return round(float(values.mean()), 4) if len(values) else None
-
-
-def _ious(items: Sequence[BenchItem], masks: list[torch.Tensor | None]) -> torch.Tensor:
-    values = torch.full((len(items),), float("nan"))
-    for i, mask in enumerate(masks):
-        if mask is not None:
-            values[i] = metrics.mask_iou(mask.float().cpu().reshape(1, -1), items[i].mask.reshape(1, -1))[0]
-    return values
-
-
-def _row(keep, success, bg_psnr, bg_l1, ious: dict[str, torch.Tensor]) -> dict:
-    return {
-        "count": int(keep.sum()),
-        "edit_success": _mean(success[keep].float()),
-        "background_psnr": _mean(bg_psnr[keep]),
-        "background_l1": _mean(bg_l1[keep]),
-        **{name: _mean(values[keep]) for name, values in ious.items()},
-    }
+    scores = run_benchmark(world, method, count, size, batch_size, probe, split)
+    return {"benchmark": "quality", **scores, "machine": machine()}
 
 
 def markdown_table(result: dict) -> str:

@@ -3,8 +3,9 @@
 An MLP (text-embedding size → 128 → ReLU → 3) on the instruct model's pooled text embedding,
 trained on instructions generated from templates (the paper asked an LLM for 450 training and 150
 test sentences; we generate them from templates over a COCO-like vocabulary, with held-out objects
-and phrasings in the test split). Where no trained classifier fits the model, or it is unsure, a
-keyword rule decides and the recipe says so.
+and phrasings in the test split). Where no classifier is given, or it is unsure, a keyword rule
+decides and the recipe says so; a classifier trained on another model's text embeddings is refused
+(an error), not replaced by the keyword rule.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ class ActionClassifier:
 
 
 def decide_action(model, instruction: str, classifier: ActionClassifier | None) -> ActionDecision:
-    """The classifier's decision when one fits ``model``, else the keyword rule."""
+    """The keyword rule without a classifier, else the classifier's decision (itself the keyword rule
+    where it is unsure). A classifier trained on another model's embeddings raises an error."""
     if classifier is None:
         return ActionDecision(keyword_action(instruction), None, "keywords")
     if classifier.model_name != model.name:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from regionedit.errors import RegionEditError
+from regionedit.face_parts import PART_BOXES  # the renderer draws each small part inside its box
 from regionedit.toyworld import raster
 from regionedit.toyworld.random import uniforms
 
@@ -79,17 +80,6 @@ FACTORS: dict[str, Factor] = {
                choices=("white", "slate", "sky", "beige", "pink", "mint")),
     ]
 }
-
-# Where each small part can appear, for any factor values (x0, y0, x1, y1 as fractions of the width).
-# The renderer draws the parts only inside these boxes, and `--mask face:<part>` uses them.
-PART_BOXES = {
-    "left_eye": (0.325, 0.47, 0.485, 0.59),
-    "right_eye": (0.515, 0.47, 0.675, 0.59),
-    "mouth": (0.40, 0.64, 0.60, 0.79),
-    "glasses": (0.21, 0.44, 0.79, 0.62),
-    "hat": (0.20, 0.06, 0.80, 0.30),
-}
-PART_BOXES["eyes"] = (PART_BOXES["left_eye"][0], 0.47, PART_BOXES["right_eye"][2], 0.59)
 
 # A factor is only visible under a condition (the iris needs open eyes, a hat colour needs a hat).
 VISIBLE_WHEN = {

@@ -11,7 +11,7 @@
 
 Training reads a **latent pool**: rendered examples are encoded once (latents and text states) and
 held in memory; every ``refresh_every`` steps a fresh batch replaces random slots (the same
-:class:`~regionedit.toyworld.models.Pool` as the pixel models). The instruct pool also keeps the
+:class:`~regionedit.toyworld.streams.Pool` as the pixel models). The instruct pool also keeps the
 ground-truth edit mask at latent size, so the loss can weigh the edited region (``edit_weight``):
 most of a target is a copy of the source, and the uniform loss spends most of its signal there.
 
@@ -28,17 +28,17 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
 from regionedit.toyworld import scenes as scenes_world
-from regionedit.toyworld.models import (
-    TEXT_WIDTH,
-    Budget,
+from regionedit.toyworld.architectures import TEXT_WIDTH
+from regionedit.toyworld.streams import (
     DiffusionBatch,
     Pool,
     Stream,
-    Trainer,
     batches,
+    drop,
     render_scene_images,
     token_ids,
 )
+from regionedit.toyworld.training import Budget, Trainer
 
 LATENT_SIZE, LATENT_CHANNELS = 16, 4
 
@@ -151,8 +151,6 @@ class LatentCaptionStream(Stream):
         self.tokenizer, self.encoding, self.dropout = tokenizer, encoding, dropout
 
     def make(self, b):
-        from regionedit.toyworld.models import drop
-
         params = scenes_world.sample_params(self.seeds(b))
         captions = [scenes_world.scene_caption(params, i) for i in range(self.batch)]
         return {"params": params, "ids": token_ids(self.tokenizer, drop(captions, self.dropout, self.generator(b)))}

@@ -58,7 +58,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     """Train ``name``; prerequisites are read from ``weights`` (default: the package's weights).
     ``resume``: start from the weights already in the output folder (a finished run or a checkpoint;
     the optimiser starts afresh) and add this run to the card's history. ``speed``: a
-    :class:`regionedit.toyworld.models.Speed` for the diffusion models (pool, compile). ``edit_weight``:
+    :class:`regionedit.toyworld.training.Speed` for the diffusion models (pool, compile). ``edit_weight``:
     the latent instruct models' loss weight inside the edited region (default: the spec's, else 1).
     ``evaluate=False``: leave the bar to `regionedit bench toymodels` (runs of an ablation are
     compared on the validation split; only the chosen one is measured on the benchmark split).
@@ -72,7 +72,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if name in PROBES:
         return _train_probe(name, out, steps, device, smoke, log)
-    from regionedit.toyworld.models import Budget, Speed
+    from regionedit.toyworld.training import Budget, Speed
 
     spec = MODELS[name]
     weights = Path(weights) if weights is not None else probes.WEIGHTS_DIR
@@ -108,7 +108,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
         log(f"{name}: evaluation failed: {exc}\n{traceback.format_exc()}")
         evaluation = {"error": f"{type(exc).__name__}: {exc}"}
     else:
-        from regionedit.bench.toymodels import MAIN_INSTRUCT, card_evaluation, meets_bar
+        from regionedit.toyworld.bars import MAIN_INSTRUCT, card_evaluation, meets_bar
 
         main = card_evaluation(weights / MAIN_INSTRUCT.split("/")[1])
         evaluation["meets_bar"] = meets_bar(f"toy/{name}", evaluation, main)
@@ -253,11 +253,12 @@ def _swap_in(folder: Path, write) -> None:
 def _save_pipeline(folder: Path, unet, text_from: Path | None, vae_from: Path | None = None) -> None:
     """A diffusers pipeline folder: fp16 UNet, the DDIM scheduler and, for text models, links to the
     text encoder and tokenizer of ``text_from`` and to the autoencoder ``vae_from`` (stored once)."""
-    from regionedit.toyworld import latent, models
+    from regionedit.toyworld import latent
+    from regionedit.toyworld.architectures import schedule
 
     def write(tmp: Path) -> None:
         copy_half(unet).save_pretrained(tmp / "unet")
-        (latent.latent_schedule() if vae_from else models.schedule()).save_pretrained(tmp / "scheduler")
+        (latent.latent_schedule() if vae_from else schedule()).save_pretrained(tmp / "scheduler")
         index = {"_class_name": "StableDiffusionPipeline" if text_from else "DDPMPipeline", "_diffusers_version": "0.42.1",
                  "unet": ["diffusers", type(unet).__name__], "scheduler": ["diffusers", "DDIMScheduler"]}
         links = []
@@ -274,13 +275,14 @@ def _save_pipeline(folder: Path, unet, text_from: Path | None, vae_from: Path | 
 
 
 def _clip(c: dict):
-    from regionedit.bench.toymodels import eval_clip
     from regionedit.metrics import ClipScorer
-    from regionedit.toyworld import models
+    from regionedit.toyworld.architectures import toy_tokenizer
+    from regionedit.toyworld.evaluation import eval_clip
+    from regionedit.toyworld.training import train_clip
 
-    tokenizer = models.toy_tokenizer()
+    tokenizer = toy_tokenizer()
     checkpoint = _checkpointer(c, lambda ema: _save_transformers(c["folder"], ema, tokenizer))
-    clip, tokenizer, steps = models.train_clip(c["budget"], c["batch"], c["spec"]["learning_rate"], c["device"],
+    clip, tokenizer, steps = train_clip(c["budget"], c["batch"], c["spec"]["learning_rate"], c["device"],
                                                c["workers"], c["log"], checkpoint)
     _save_transformers(c["folder"], clip, tokenizer)
     evaluate = lambda: eval_clip(ClipScorer(clip.float().eval(), tokenizer), 8 if c["smoke"] else 100)  # noqa: E731
@@ -290,16 +292,16 @@ def _clip(c: dict):
 def _clipseg(c: dict):
     from transformers import AutoTokenizer, CLIPModel
 
-    from regionedit.bench.toymodels import eval_clipseg
     from regionedit.segment import TextSegmenter
-    from regionedit.toyworld import models
+    from regionedit.toyworld.evaluation import eval_clipseg
+    from regionedit.toyworld.training import train_clipseg
 
     source = c["weights"] / c["spec"]["needs"]
     clip = CLIPModel.from_pretrained(source, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(source)
     checkpoint = _checkpointer(c, lambda ema: _save_transformers(c["folder"], ema, tokenizer))
-    model, steps = models.train_clipseg(clip, tokenizer, c["budget"], c["batch"], c["spec"]["learning_rate"], c["device"],
-                                        c["workers"], c["log"], checkpoint)
+    model, steps = train_clipseg(clip, tokenizer, c["budget"], c["batch"], c["spec"]["learning_rate"], c["device"],
+                                 c["workers"], c["log"], checkpoint)
     _save_transformers(c["folder"], model, tokenizer)
     segmenter = TextSegmenter(model.float().eval(), tokenizer, c["name"])
     evaluate = lambda: eval_clipseg(segmenter, 8 if c["smoke"] else 200)  # noqa: E731
@@ -308,14 +310,16 @@ def _clipseg(c: dict):
 
 
 def _faces(c: dict):
-    from regionedit.bench.toymodels import eval_faces_ddpm
     from regionedit.models import load_model
-    from regionedit.toyworld import models
+    from regionedit.toyworld.architectures import faces_unet
+    from regionedit.toyworld.evaluation import eval_faces_ddpm
+    from regionedit.toyworld.streams import FaceStream
+    from regionedit.toyworld.training import train_diffusion
 
     checkpoint = _checkpointer(c, lambda ema: _save_pipeline(c["folder"], ema, None))
-    unet, steps = models.train_diffusion(_start_unet(c, models.faces_unet), models.FaceStream(c["batch"]), c["budget"],
-                                         c["spec"]["learning_rate"], c["device"], c["workers"], c["log"], checkpoint,
-                                         speed=c["speed"])
+    unet, steps = train_diffusion(_start_unet(c, faces_unet), FaceStream(c["batch"]), c["budget"],
+                                  c["spec"]["learning_rate"], c["device"], c["workers"], c["log"], checkpoint,
+                                  speed=c["speed"])
     _save_pipeline(c["folder"], unet, None)
     count, sampling_steps = (4, 5) if c["smoke"] else (256, 50)
     evaluate = lambda: eval_faces_ddpm(load_model(str(c["folder"]), device=c["device"]), count, sampling_steps)  # noqa: E731
@@ -326,7 +330,7 @@ def _text_model(weights: Path, device):
     from transformers import AutoTokenizer
 
     from regionedit.models.loading import load_text_encoder
-    from regionedit.toyworld.models import TextEncoding
+    from regionedit.toyworld.streams import TextEncoding
 
     source = weights / "scenes-clip"
     encoder = load_text_encoder(source, whole_clip=True, dtype=torch.float32).to(device).eval().requires_grad_(False)
@@ -381,9 +385,9 @@ def _latent_recipe(c: dict):
 
 
 def _t2i(c: dict):
-    from regionedit.bench.toymodels import eval_t2i
     from regionedit.models import load_model
     from regionedit.toyworld import latent
+    from regionedit.toyworld.evaluation import eval_t2i
 
     encoding, tokenizer, text_source, vae_source = _latent_encoding(c)
     checkpoint = _checkpointer(c, lambda ema: _save_pipeline(c["folder"], ema, text_source, vae_source))
@@ -402,8 +406,8 @@ def _t2i(c: dict):
 def _instruct(c: dict):
     from diffusers import UNet2DConditionModel
 
-    from regionedit.bench.toymodels import eval_instruct
     from regionedit.toyworld import latent
+    from regionedit.toyworld.evaluation import eval_instruct
 
     spec = c["spec"]
     encoding, tokenizer, text_source, vae_source = _latent_encoding(c)

@@ -1,0 +1,176 @@
+"""Training the toy-world models: a step or time budget, one trainer (AdamW, warm-up, clipping,
+EMA), the diffusion loss, and the training runs of the pixel DDPM, the toy CLIP and CLIPSeg.
+
+Each run seeds torch, reads its stream's batches (through a refreshing :class:`Pool` when
+:class:`Speed` asks for one), steps the trainer within the budget and returns the EMA weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import CLIPModel, CLIPSegForImageSegmentation
+
+from regionedit.toyworld.architectures import clip_config, clipseg_config, schedule, toy_tokenizer
+from regionedit.toyworld.streams import (
+    ClipStream,
+    DiffusionBatch,
+    Pool,
+    SegmentStream,
+    Stream,
+    batches,
+)
+
+
+@dataclass
+class Budget:
+    """Train for ``steps``, or until ``seconds`` of wall-clock time have passed, whichever comes first
+    (the card records the steps actually run, so ``--steps`` reproduces a timed run)."""
+
+    steps: int
+    seconds: float | None = None
+
+
+class Trainer:
+    """AdamW (fused on a GPU), linear warm-up then a constant rate, gradient clipping at 1, an EMA
+    copy (decay ramped as (1+t)/(10+t) up to ``ema_decay``), bf16 autocast on a GPU."""
+
+    def __init__(self, module: torch.nn.Module, device, learning_rate: float, ema_decay: float = 0.999,
+                 warmup: int = 200, weight_decay: float = 0.0, compile: bool = False):
+        self.device = torch.device(device)
+        self.module = module.to(self.device).train()
+        self.ema = copy.deepcopy(self.module).eval().requires_grad_(False)
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        self.ema_params = [p for p, q in zip(self.ema.parameters(), self.module.parameters(), strict=True) if q.requires_grad]
+        on_gpu = self.device.type == "cuda"
+        self.optimiser = torch.optim.AdamW(self.params, lr=learning_rate, weight_decay=weight_decay, fused=on_gpu or None)
+        self.base_lr, self.ema_decay, self.warmup = learning_rate, ema_decay, warmup
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else contextlib.nullcontext()
+        if on_gpu:
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        self.step_count = 0
+        # torch.compile'd forward (the EMA and saved weights stay the plain module's); opt-in, not yet measured on a GPU
+        self.forward = torch.compile(self.module) if compile else self.module
+
+    def step(self, loss: torch.Tensor) -> None:
+        for group in self.optimiser.param_groups:
+            group["lr"] = self.base_lr * min(1.0, (self.step_count + 1) / self.warmup)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimiser.step()
+        decay = min(self.ema_decay, (1 + self.step_count) / (10 + self.step_count))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema_params, self.params, 1 - decay)
+        self.step_count += 1
+
+    def run(self, data: Iterator, loss_of: Callable[[object], torch.Tensor], budget: Budget, log: Callable | None = None,
+            checkpoint: Callable[[torch.nn.Module, int], None] | None = None, checkpoint_seconds: float = 120.0) -> int:
+        """Train on ``data`` within ``budget``; ``checkpoint(ema, steps)`` every ``checkpoint_seconds``.
+        Returns the steps run."""
+        began = last_checkpoint = time.perf_counter()
+        log_every = max(1, min(500, budget.steps // 20))
+        while self.step_count < budget.steps:
+            batch = next(data)
+            with self.autocast:
+                loss = loss_of(batch)
+            self.step(loss)
+            now = time.perf_counter()
+            if log and (self.step_count % log_every == 0 or self.step_count == budget.steps):
+                log(f"step {self.step_count}/{budget.steps} loss {loss.item():.4f} ({now - began:.0f} s)")
+            if checkpoint and now - last_checkpoint > checkpoint_seconds:
+                checkpoint(self.ema, self.step_count)
+                last_checkpoint = now
+            if budget.seconds is not None and now - began > budget.seconds:
+                if log:
+                    log(f"time budget reached after {self.step_count} steps ({now - began:.0f} s)")
+                break
+        return self.step_count
+
+
+def diffusion_loss(unet, alphas: torch.Tensor):
+    """ε-prediction MSE at a uniformly drawn timestep."""
+
+    def loss_of(batch: DiffusionBatch) -> torch.Tensor:
+        x0 = batch.x0
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, len(alphas), (len(x0),), device=x0.device)
+        a = alphas[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        model_input = x_t if batch.source is None else torch.cat([x_t, batch.source], dim=1)
+        if batch.text is None:
+            prediction = unet(model_input, t).sample
+        else:
+            prediction = unet(model_input, t, encoder_hidden_states=batch.text).sample
+        return F.mse_loss(prediction.float(), noise)
+
+    return loss_of
+
+
+@dataclass
+class Speed:
+    """Throughput options that change the data order or the kernels, not the model: ``pool`` > 0
+    draws batches from a refreshing pool of that many examples (see :class:`Pool`); ``compile``
+    runs the forward pass through torch.compile."""
+
+    pool: int = 0
+    refresh_every: int = 4
+    compile: bool = False
+
+
+def train_diffusion(unet, stream: Stream, budget: Budget, learning_rate: float = 4e-4, device="cpu",
+                    workers: int = 0, log=None, checkpoint=None, seed: int = 0,
+                    speed: Speed | None = None) -> tuple[torch.nn.Module, int]:
+    """Train ``unet`` on ``stream``; returns the EMA weights and the steps run."""
+    speed = speed or Speed()
+    torch.manual_seed(seed)
+    data = batches(stream, device, workers)
+    if speed.pool:
+        data = Pool(data, stream.batch, speed.pool, speed.refresh_every, seed)
+    trainer = Trainer(unet, device, learning_rate, compile=speed.compile)
+    alphas = schedule().alphas_cumprod.to(trainer.device)
+    steps = trainer.run(data, diffusion_loss(trainer.forward, alphas), budget, log, checkpoint)
+    return trainer.ema, steps
+
+
+def train_clip(budget: Budget, batch: int = 256, learning_rate: float = 5e-4, device="cpu", workers: int = 0,
+               log=None, checkpoint=None, seed: int = 0) -> tuple[CLIPModel, object, int]:
+    """Contrastive (image, caption) training of the toy CLIP."""
+    torch.manual_seed(seed)
+    tokenizer = toy_tokenizer()
+    data = batches(ClipStream(tokenizer, batch, seed), device, workers)
+    trainer = Trainer(CLIPModel(clip_config(tokenizer)), device, learning_rate, weight_decay=0.01)
+
+    def loss_of(pair):
+        pixels, ids = pair
+        return trainer.module(input_ids=ids, pixel_values=pixels, return_loss=True).loss
+
+    steps = trainer.run(data, loss_of, budget, log, checkpoint)
+    return trainer.ema, tokenizer, steps
+
+
+def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, learning_rate: float = 3e-4,
+                  device="cpu", workers: int = 0, log=None, checkpoint=None, seed: int = 0):
+    """CLIPSeg on the toy CLIP's towers, trained on (scene, object phrase) → visible mask. Unlike the
+    CLIPSeg paper, the CLIP towers are fine-tuned too: the toy CLIP saw only whole-scene captions."""
+    torch.manual_seed(seed)
+    model = CLIPSegForImageSegmentation(clipseg_config(clip.config))
+    missing = model.clip.load_state_dict(clip.state_dict(), strict=False)
+    assert not [k for k in missing.missing_keys if not k.endswith("position_ids")], missing
+    data = batches(SegmentStream(tokenizer, batch, seed), device, workers)
+    trainer = Trainer(model, device, learning_rate, weight_decay=0.01)
+
+    def loss_of(triple):
+        pixels, ids, masks = triple
+        logits = trainer.module(input_ids=ids, pixel_values=pixels).logits
+        return F.binary_cross_entropy_with_logits(logits.float().view_as(masks), masks)
+
+    steps = trainer.run(data, loss_of, budget, log, checkpoint)
+    return trainer.ema, steps
