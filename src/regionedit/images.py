@@ -1,6 +1,15 @@
 """Image files at the API edge: reading with conversion notes, tensors, atomic PNG writing.
 
-Conventions: PIL images or float tensors in [0, 1] at the API edge, [-1, 1] inside the models.
+Pixel convention, the one place it is defined:
+
+- at the API edge (editors, masks, metrics, front ends) an image is a PIL RGB image or a float
+  tensor 1×3×H×W in **[0, 1]**; a mask is a float tensor 1×1×H×W in [0, 1], 1 = editable;
+- inside the models (the backend's ``fit_image``/``decode``, the samplers) pixels are in **[-1, 1]**.
+
+The conversions, and nothing else, cross that line: :func:`to_model_range` /
+:func:`from_model_range` between the two tensor ranges, :func:`pil_to_unit` / :func:`unit_to_pil`
+between PIL and [0, 1] tensors (:func:`pil_to_tensor` / :func:`tensor_to_pil` are their model-range
+counterparts, for the backend), :func:`mask_to_pil` for masks.
 
 Reading (:func:`load_image`) turns an image the way a viewer shows it: the EXIF orientation of a
 phone photo is applied, an animation gives its first frame, and each such step leaves a note.
@@ -150,6 +159,32 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image | list[Image.Image]:
     array = ((x.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
     images = [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in array]
     return images if batched and len(images) > 1 else images[0]
+
+
+def to_model_range(x: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0, 1] (the API edge) → [-1, 1] (the models)."""
+    return x * 2 - 1
+
+
+def from_model_range(x: torch.Tensor) -> torch.Tensor:
+    """Pixels in [-1, 1] (the models) → [0, 1] (the API edge)."""
+    return (x + 1) / 2
+
+
+def pil_to_unit(image: Image.Image) -> torch.Tensor:
+    """PIL RGB → float tensor 1×3×H×W in [0, 1]."""
+    return from_model_range(pil_to_tensor(image))
+
+
+def unit_to_pil(x: torch.Tensor) -> Image.Image | list[Image.Image]:
+    """Float tensor (B×)3×H×W in [0, 1] → PIL RGB (a list for B > 1)."""
+    return tensor_to_pil(to_model_range(x))
+
+
+def mask_to_pil(mask: torch.Tensor) -> Image.Image:
+    """A mask (1×1×H×W, 1×H×W or H×W in [0, 1]) → an 8-bit greyscale image, 255 = editable."""
+    plane = mask.detach().float().cpu().reshape(mask.shape[-2:]).clamp(0, 1)
+    return Image.fromarray((plane * 255).round().to(torch.uint8).numpy())
 
 
 @contextlib.contextmanager

@@ -37,6 +37,10 @@ from regionedit.models.backend import DiffusionModel, ImageFit
 
 FORMAT = "regionedit.ddpm_inversion"
 FORMAT_VERSION = 1
+# The released code's defaults: 100 steps, source CFG 3.5, η = 1.
+DEFAULT_STEPS = 100
+DEFAULT_SOURCE_GUIDANCE = 3.5
+DEFAULT_ETA = 1.0
 
 
 @dataclass(frozen=True)
@@ -152,9 +156,9 @@ def invert(
     model: DiffusionModel,
     image=None,
     prompt: str | None = None,
-    guidance_scale: float = 3.5,
-    num_inference_steps: int = 100,
-    eta: float = 1.0,
+    guidance_scale: float = DEFAULT_SOURCE_GUIDANCE,
+    num_inference_steps: int = DEFAULT_STEPS,
+    eta: float = DEFAULT_ETA,
     seed: int | None = None,
     generator: torch.Generator | None = None,
     batched: bool = True,
@@ -200,8 +204,8 @@ def ddim_invert(
     model: DiffusionModel,
     image=None,
     prompt: str | None = None,
-    guidance_scale: float = 3.5,
-    num_inference_steps: int = 100,
+    guidance_scale: float = DEFAULT_SOURCE_GUIDANCE,
+    num_inference_steps: int = DEFAULT_STEPS,
     max_side: int | None = None,
     latents: torch.Tensor | None = None,
     progress: bool = True,

@@ -22,6 +22,8 @@ from regionedit import checks
 from regionedit.errors import RegionEditError
 
 MAX_ITERATIONS = 10_000  # subspace iteration: the papers use 50; more is a mistake, not a setting
+DEFAULT_MAX_ITERATIONS = 50  # the RBE release code's
+DEFAULT_TOLERANCE = 1e-5
 BatchFunction = Callable[[torch.Tensor], torch.Tensor]  # (k, *in_shape) → (k, *out_shape)
 
 
@@ -99,8 +101,8 @@ def _orthonormal(matrix: torch.Tensor) -> torch.Tensor:
 def top_singular(
     jacobian: MaskedJacobian,
     k: int,
-    max_iterations: int = 50,
-    tolerance: float = 1e-5,
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    tolerance: float = DEFAULT_TOLERANCE,
     oversample: int = 4,
     batch_size: int | None = None,
     exclude: torch.Tensor | None = None,

@@ -22,7 +22,7 @@ from PIL import Image
 from regionedit import __version__
 from regionedit.core.inversion import DDPMInversion, invert, sample_from_noise_maps
 from regionedit.errors import RegionEditError
-from regionedit.images import tensor_to_pil
+from regionedit.images import from_model_range, tensor_to_pil
 from regionedit.models.backend import DiffusionModel
 
 DEFAULT_SKIP = 36
@@ -34,6 +34,7 @@ class DDPMEditOutput:
     image: Image.Image
     sample: torch.Tensor  # the edited x0 (latents for latent models)
     recipe: dict
+    pixels: torch.Tensor | None = None  # 1×3×H×W in [0, 1]: the image before 8-bit rounding
 
 
 def edit(
@@ -58,7 +59,8 @@ def edit(
         "target_prompt": prompt, "target_guidance_scale": guidance_scale, "skip": skip,
         "num_inference_steps": inversion.num_inference_steps, "eta": inversion.eta, "seed": inversion.seed,
     }
-    return DDPMEditOutput(image=to_image(model, sample, inversion), sample=sample, recipe=recipe)
+    pixels = decoded(model, sample, inversion)
+    return DDPMEditOutput(image=tensor_to_pil(pixels[0]), sample=sample, recipe=recipe, pixels=from_model_range(pixels))
 
 
 def reconstruct(model: DiffusionModel, inversion: DDPMInversion, progress: bool = True) -> DDPMEditOutput:
@@ -99,11 +101,16 @@ def edit_samples(
     return [edit(model, draw, prompt, guidance_scale, skip, progress) for draw in redraws(model, inversion, num_samples)]
 
 
-def to_image(model: DiffusionModel, sample: torch.Tensor, inversion: DDPMInversion) -> Image.Image:
+def decoded(model: DiffusionModel, sample: torch.Tensor, inversion: DDPMInversion) -> torch.Tensor:
+    """The sample as pixels in [-1, 1], cropped to the inverted image's working size."""
     pixels = model.decode(sample)
     if inversion.fit is not None:
         pixels = inversion.fit.crop(pixels)
-    return tensor_to_pil(pixels[0])
+    return pixels
+
+
+def to_image(model: DiffusionModel, sample: torch.Tensor, inversion: DDPMInversion) -> Image.Image:
+    return tensor_to_pil(decoded(model, sample, inversion)[0])
 
 
 # ---------------------------------------------------------------------- noise-map manipulations

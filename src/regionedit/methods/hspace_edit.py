@@ -23,10 +23,14 @@ from regionedit.core.jacobian import MaskedJacobian
 from regionedit.core.sampling import gaussian_noise, stored_noise
 from regionedit.core.schedule import Schedule
 from regionedit.errors import RegionEditError
+from regionedit.images import from_model_range
 from regionedit.masks import check_region, pad_to, resize
 from regionedit.models.backend import DiffusionModel, ImageFit
 
 SPACES = ("h", "x")
+DEFAULT_TIMESTEP = 500  # the RBE code: t = 500 after a 40-step DDIM inversion
+DEFAULT_STEPS = 40
+DEFAULT_JVP = "finite-difference"
 
 
 @dataclass
@@ -49,8 +53,8 @@ class EditStart:
 def start_from_image(
     model: DiffusionModel,
     image,
-    timestep: int = 500,
-    num_inference_steps: int = 40,
+    timestep: int = DEFAULT_TIMESTEP,
+    num_inference_steps: int = DEFAULT_STEPS,
     inversion: str = "ddim",
     prompt: str | None = None,
     guidance_scale: float = 1.0,
@@ -78,7 +82,7 @@ def start_from_image(
 
 
 def start_from_noise(
-    model: DiffusionModel, size: tuple[int, int], timestep: int = 500, num_inference_steps: int = 40,
+    model: DiffusionModel, size: tuple[int, int], timestep: int = DEFAULT_TIMESTEP, num_inference_steps: int = DEFAULT_STEPS,
     seed: int = 0, eta: float = 0.0, prompt: str | None = None, guidance_scale: float = 1.0,
 ) -> EditStart:
     """A generated sample: x_T ~ N(0, I) sampled down to ``timestep`` (size: sample-space H, W)."""
@@ -112,7 +116,7 @@ def sample_mask(model: DiffusionModel, start: EditStart, mask: torch.Tensor) -> 
 
 
 def jacobian(model: DiffusionModel, start: EditStart, mask: torch.Tensor, space: str = "h",
-             method: str = "finite-difference") -> MaskedJacobian:
+             method: str = DEFAULT_JVP) -> MaskedJacobian:
     """J of mask ⊙ ε̂ with respect to h (or x_t) at the start; mask at the sample's resolution."""
     if space not in SPACES:
         raise RegionEditError(f"space must be 'h' or 'x', got {space!r}")
@@ -214,4 +218,4 @@ def to_pixels(model: DiffusionModel, start: EditStart, sample: torch.Tensor) -> 
     pixels = model.decode(sample)
     if start.fit is not None:
         pixels = start.fit.crop(pixels)
-    return (pixels + 1) / 2
+    return from_model_range(pixels)

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import torch
 
 from regionedit import checks
-from regionedit.core.jacobian import top_singular
+from regionedit.core.jacobian import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE, top_singular
 from regionedit.errors import RegionEditError
 from regionedit.mask_sources import resolve_source
 from regionedit.masks import check_region
 from regionedit.methods.directions import Directions
-from regionedit.methods.hspace_edit import EditStart, jacobian, sample_mask
+from regionedit.methods.hspace_edit import DEFAULT_JVP, EditStart, jacobian, sample_mask
 from regionedit.methods.rbe import check_rank, input_size
 from regionedit.models.backend import DiffusionModel
 
@@ -94,9 +94,9 @@ def discover(
     joint_rank: int = DEFAULT_JOINT_RANK,
     individual_rank: int = DEFAULT_INDIVIDUAL_RANK,
     space: str = "h",
-    max_iterations: int = 50,
-    tolerance: float = 1e-5,
-    jvp: str = "finite-difference",
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    tolerance: float = DEFAULT_TOLERANCE,
+    jvp: str = DEFAULT_JVP,
     seed: int = 0,
     image=None,
 ) -> Directions:

@@ -72,9 +72,10 @@ from regionedit.core.attention import (
 from regionedit.core.inversion import DDPMInversion
 from regionedit.core.sampling import stored_noise
 from regionedit.errors import RegionEditError
+from regionedit.images import from_model_range, tensor_to_pil
 from regionedit.mask_sources import MaskResult, as_source, resolve_source
 from regionedit.masks import check_region, pad_to, resize
-from regionedit.methods.ddpm_edit import to_image
+from regionedit.methods.ddpm_edit import decoded, to_image
 from regionedit.models.backend import DiffusionModel
 
 DEFAULT_SKIP = 12
@@ -98,6 +99,7 @@ class P2PEditOutput:
     mode: str  # "replace" or "refine"
     blend_mask: torch.Tensor | None  # 1×1×h×w at the sample's size, 1 = may change (the last step's)
     recipe: dict
+    pixels: torch.Tensor | None = None  # 1×3×H×W in [0, 1]: the edit before 8-bit rounding
 
 
 # ------------------------------------------------------------------------------- tokens
@@ -338,10 +340,11 @@ def edit(
         "inversion": "ddpm" if exact else "ddim", "num_inference_steps": steps, "eta": inversion.eta,
         "seed": inversion.seed,
     }
+    pixels = decoded(model, x_target, inversion)
     return P2PEditOutput(
-        image=to_image(model, x_target, inversion), sample=x_target,
+        image=tensor_to_pil(pixels[0]), sample=x_target,
         source_image=to_image(model, x_source, inversion), source_sample=x_source,
-        mode=tokens.mode, blend_mask=mask, recipe=recipe,
+        mode=tokens.mode, blend_mask=mask, recipe=recipe, pixels=from_model_range(pixels),
     )
 
 

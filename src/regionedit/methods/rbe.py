@@ -16,17 +16,23 @@ import time
 import torch
 
 from regionedit import checks
-from regionedit.core.jacobian import project_out, top_singular
+from regionedit.core.jacobian import (
+    DEFAULT_MAX_ITERATIONS,
+    DEFAULT_TOLERANCE,
+    project_out,
+    top_singular,
+)
 from regionedit.errors import RegionEditError
 from regionedit.mask_sources import resolve_source
 from regionedit.masks import check_region
 from regionedit.methods.directions import Directions
-from regionedit.methods.hspace_edit import EditStart, jacobian, sample_mask
+from regionedit.methods.hspace_edit import DEFAULT_JVP, EditStart, jacobian, sample_mask
 from regionedit.models.backend import DiffusionModel
 
 DEFAULT_K = 3
 DEFAULT_COMPLEMENT_RANK = 8
-DEFAULT_STRENGTH = 30.0
+DEFAULT_STRENGTH = 30.0  # γ of the RBE code (±30); JICA's sliders use it too
+DEFAULT_STRIP = (-30.0, -15.0, 0.0, 15.0, 30.0)  # γ values of a slider strip
 
 
 def discover(
@@ -36,9 +42,9 @@ def discover(
     k: int = DEFAULT_K,
     complement_rank: int = DEFAULT_COMPLEMENT_RANK,
     space: str = "h",
-    max_iterations: int = 50,
-    tolerance: float = 1e-5,
-    jvp: str = "finite-difference",
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    tolerance: float = DEFAULT_TOLERANCE,
+    jvp: str = DEFAULT_JVP,
     region_name: str | None = None,
     seed: int = 0,
     image=None,

@@ -25,7 +25,7 @@ from regionedit.core.guidance import RegionGuidance
 from regionedit.core.sampling import gaussian_noise, sample
 from regionedit.core.schedule import Schedule
 from regionedit.errors import RegionEditError
-from regionedit.images import tensor_to_pil
+from regionedit.images import from_model_range, tensor_to_pil
 from regionedit.mask_sources import MaskSource, resolve_source
 from regionedit.masks import check_region, dilate, pad_to, resize
 from regionedit.models.backend import DiffusionModel
@@ -49,6 +49,7 @@ class RDMOutput:
     sample: torch.Tensor
     background_psnr: float  # outside the mask, before paste-back (100 dB = identical)
     recipe: dict
+    pixels: torch.Tensor | None = None  # 1×3×H×W in [0, 1]: the image before 8-bit rounding
 
 
 class _Guided:
@@ -81,7 +82,7 @@ def region_mask(model: DiffusionModel, working: torch.Tensor, locate: str | None
         return dilate(resize(mask.float(), size).to(model.device), dilation), None
     if segmenter is None or locate is None:
         raise RegionEditError("RDM needs a positioning text and a segmenter (--locate), or a mask (--mask / --box)")
-    located = segmenter.locate((working + 1) / 2, locate, threshold, dilation)
+    located = segmenter.locate(from_model_range(working), locate, threshold, dilation)
     return located.mask.to(model.device), located.scores
 
 
@@ -157,7 +158,7 @@ def edit(
     result = sample(_Guided(denoiser, guidance, schedule), schedule, start, gaussian_noise(schedule, eta, generator),
                     eta=eta, callback=keep_background, progress=progress)
     edited = fit.crop(model.decode(result))
-    background_psnr = float(metrics.psnr((edited + 1) / 2, (working + 1) / 2, region.cpu(), "outside")[0])
+    background_psnr = float(metrics.psnr(from_model_range(edited), from_model_range(working), region.cpu(), "outside")[0])
     if paste_back:
         weight = feathered(region, feather)
         edited = weight * edited + (1 - weight) * working
@@ -170,4 +171,5 @@ def edit(
         "paste_back": paste_back, "feather": feather, "seed": seed,
         "segmenter": segmenter.name if segmenter is not None and mask is None else None,
     }
-    return RDMOutput(tensor_to_pil(edited[0]), region.cpu(), scores, result, background_psnr, recipe)
+    return RDMOutput(tensor_to_pil(edited[0]), region.cpu(), scores, result, background_psnr, recipe,
+                     from_model_range(edited).cpu())

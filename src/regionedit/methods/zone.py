@@ -38,7 +38,7 @@ from regionedit.core.attention import CrossAttentionRecorder, layers_at_resoluti
 from regionedit.core.sampling import gaussian_noise
 from regionedit.core.schedule import Schedule
 from regionedit.errors import RegionEditError
-from regionedit.images import tensor_to_pil
+from regionedit.images import from_model_range, unit_to_pil
 from regionedit.mask_sources import MaskResult, resolve_source
 from regionedit.masks import dilate, fft_edge_smoother, resize, select_by_region_iou
 from regionedit.methods.actions import ActionClassifier, ActionDecision, decide_action
@@ -50,6 +50,7 @@ DEFAULT_TEXT_GUIDANCE = 7.5
 DEFAULT_IMAGE_GUIDANCE = 1.5
 BETA = {"remove": 0.2, "change": 0.01, "add": 0.01}
 DEFAULT_THRESHOLD = 128
+DEFAULT_SMOOTHER_THRESHOLD = 0.1
 DEFAULT_ATTENTION_FRACTION = 1 / 32
 # Per model family, chosen on the validation split (toy scenes are 64², objects a few cells of 8²).
 ATTENTION_FRACTION = {"toy/": 1 / 8}
@@ -88,6 +89,7 @@ class ZoneOutput:
     action: ActionDecision
     recipe: dict
     timings: dict = field(default_factory=dict)
+    pixels: torch.Tensor | None = None  # 1×3×H×W in [0, 1]: the composite before 8-bit rounding
 
 
 def instruction_token_span(model: DiffusionModel, instruction: str) -> tuple[int, int]:
@@ -157,7 +159,7 @@ def edit_many(
     union_above: float | None = None,
     dilation: int | None = None,
     d0: float | None = None,
-    smoother_threshold: float = 0.1,
+    smoother_threshold: float = DEFAULT_SMOOTHER_THRESHOLD,
     eta: float = 0.0,
     seeds: list[int] | None = None,
     max_side: int | None = None,
@@ -207,10 +209,10 @@ def edit_many(
     started = time.perf_counter()
     sample, maps = fused_sampling(model, second_model, instructions, pixels, torch.tensor(betas), num_inference_steps,
                                   guidance_scale, image_guidance_scale, eta, seeds, record, progress)
-    edited = (fit.crop(model.decode(sample)) + 1) / 2
+    edited = from_model_range(fit.crop(model.decode(sample)))
     if not torch.isfinite(edited).all():
         raise RegionEditError("the instruct models produced NaN or infinite values: lower the guidance scales")
-    original = (fit.crop(pixels) + 1) / 2
+    original = from_model_range(fit.crop(pixels))
     shared = {"sampling_s": (time.perf_counter() - started) / len(images), "setup_s": (started - began) / len(images)}
     settings = dict(threshold=threshold, union_above=union_above, dilation=dilation, d0=d0,
                     smoother_threshold=smoother_threshold, padded=padded)
@@ -281,7 +283,7 @@ def _localise_and_blend(model: DiffusionModel, instruction: str, decision: Actio
         "mask_source": given.source if given is not None else None,
     }
     return ZoneOutput(
-        image=tensor_to_pil(composite[0] * 2 - 1), edited=tensor_to_pil(edited[0] * 2 - 1),
+        image=unit_to_pil(composite[0]), edited=unit_to_pil(edited[0]), pixels=composite,
         layer=Image.fromarray((layer.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy(), mode="RGBA"),
         coarse_mask=coarse, refined_mask=refined, final_mask=final, action=decision, recipe=recipe, timings=timings,
     )
