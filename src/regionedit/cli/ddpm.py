@@ -1,0 +1,191 @@
+"""`regionedit invert` and `regionedit edit ddpm`: the edit-friendly DDPM noise space (and Prompt-to-Prompt)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from regionedit.cli.common import (
+    MAX_SIDE_HELP,
+    add_command,
+    add_model_options,
+    check_nonnegative,
+    check_positive,
+    check_prompt,
+    fit_notes,
+    load_model,
+    mask_source,
+    max_side,
+    pair,
+    read_image,
+    resolve_mask,
+)
+from regionedit.errors import RegionEditError
+
+
+def _add_inversion_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, default=100, help="number of DDPM steps (paper: 100)")
+    parser.add_argument("--eta", type=float, default=1.0, help="η of the sampler (paper: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random x_t draws (default 0)")
+    parser.add_argument("--sequential", action="store_true", help="the paper's step-by-step loop instead of batched steps")
+    parser.add_argument("--batch-size", type=int, default=16, help="timesteps per batched UNet call (default 16)")
+    parser.add_argument("--max-side", type=int, help=MAX_SIDE_HELP)
+
+
+def _invert(args: argparse.Namespace, model, image, prompt: str | None, guidance: float, ddim: bool = False):
+    from regionedit.core.inversion import ddim_invert, invert
+
+    check_prompt(model, prompt, "--prompt" if args.command == "invert" else "--source-prompt")
+    if ddim:
+        inversion = ddim_invert(model, image, prompt=prompt, guidance_scale=guidance, num_inference_steps=args.steps,
+                                max_side=max_side(args, model), progress=not args.quiet)
+    else:
+        inversion = invert(
+            model, image, prompt=prompt, guidance_scale=guidance, num_inference_steps=args.steps, eta=args.eta,
+            seed=args.seed, batched=not args.sequential, batch_size=args.batch_size, max_side=max_side(args, model),
+            progress=not args.quiet,
+        )
+    fit_notes(inversion.fit, model)
+    return inversion
+
+
+# ---------------------------------------------------------------------------------------- invert
+def add_invert(commands) -> None:
+    invert = add_command(commands, "invert", "edit-friendly DDPM inversion of an image → noise maps (.safetensors)", cmd_invert)
+    invert.add_argument("image")
+    invert.add_argument("-o", "--output", required=True, help="inversion file to write (.safetensors)")
+    invert.add_argument("--prompt", help="text describing the image (text models; '' for none)")
+    invert.add_argument("--cfg", type=float, default=3.5, help="source classifier-free guidance (paper: 3.5)")
+    add_model_options(invert, task="ddpm")
+    _add_inversion_options(invert)
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    from regionedit.images import check_output_path
+
+    check_nonnegative(cfg=args.cfg, steps=args.steps)
+    check_output_path(args.output, [args.image])
+    image = read_image(args.image)
+    model = load_model(args)
+    inversion = _invert(args, model, image, args.prompt, args.cfg)
+    inversion.save(args.output)
+    print(f"wrote {args.output} ({inversion.num_inference_steps} noise maps of {tuple(inversion.zs.shape[1:])}, seed {inversion.seed})")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- edit ddpm
+def add_edit(methods) -> None:
+    ddpm = add_command(methods, "ddpm", "text-based editing in the edit-friendly DDPM noise space", cmd_edit_ddpm)
+    ddpm.add_argument("image", nargs="?", help="image to invert and edit (or give --inversion)")
+    ddpm.add_argument("--inversion", help="reuse a saved inversion instead of inverting IMAGE")
+    ddpm.add_argument("-o", "--output", required=True, help="PNG to write")
+    ddpm.add_argument("--source-prompt", help="text describing the input (text models)")
+    ddpm.add_argument("--target-prompt", help="text describing the wanted result (text models)")
+    ddpm.add_argument("--source-cfg", type=float, default=3.5, help="source guidance (paper: 3.5)")
+    ddpm.add_argument("--target-cfg", type=float, help="target guidance (paper: 15; with --p2p 9)")
+    ddpm.add_argument("--skip", type=int, help="steps skipped before editing starts (paper: 36 of 100; --p2p 12, DDIM 0)")
+    ddpm.add_argument("--shift", help="DX,DY: translate the noise maps (sample pixels)")
+    ddpm.add_argument("--tint", help="comma-separated per-channel offsets added to the noise maps")
+    ddpm.add_argument("--save-inversion", help="also write the inversion of IMAGE to this file")
+    ddpm.add_argument("--num-samples", type=int, default=1,
+                      help="N edits from N independent noise-map draws (seeds SEED…SEED+N-1): writes OUT-0.png … OUT-{N-1}.png")
+    ddpm.add_argument("--p2p", action="store_true", help="Prompt-to-Prompt attention control (replace / refine by token count)")
+    ddpm.add_argument("--cross-replace", type=float, help="--p2p: fraction of the steps with cross-attention edited (0.6; DDIM 0.8)")
+    ddpm.add_argument("--self-replace", type=float, help="--p2p: fraction of the steps with self-attention injected (0.2; DDIM 0.4)")
+    ddpm.add_argument("--blend-words", nargs="+", metavar="WORD", help="--p2p: local blending by these words' attention")
+    ddpm.add_argument("--blend-threshold", type=float, default=0.3, help="--p2p: blend-mask threshold (P2P: 0.3)")
+    ddpm.add_argument("--blend-mask", metavar="SPEC", help="--p2p: local blending from a mask instead of words (a mask "
+                      "image, x0,y0,x1,y1, face:<part>, text:<words>, attention:<instruction>, segment:x,y)")
+    ddpm.add_argument("--reweight", action="append", metavar="WORD=SCALE", help="--p2p: scale a target word's attention (repeatable)")
+    ddpm.add_argument("--inversion-type", choices=("ddpm", "ddim"), default="ddpm",
+                      help="edit-friendly DDPM inversion (default) or DDIM inversion (with --p2p, for comparison)")
+    add_model_options(ddpm, task="ddpm")
+    _add_inversion_options(ddpm)
+
+
+def _check_edit_flags(args: argparse.Namespace) -> None:
+    if (args.image is None) == (args.inversion is None):
+        raise RegionEditError("give either an IMAGE to invert or --inversion FILE")
+    p2p_flags = [flag for flag, value in (("--cross-replace", args.cross_replace), ("--self-replace", args.self_replace),
+                                          ("--blend-words", args.blend_words), ("--reweight", args.reweight),
+                                          ("--blend-mask", args.blend_mask)) if value]
+    if p2p_flags and not args.p2p:
+        raise RegionEditError(f"{', '.join(p2p_flags)}: only with --p2p")
+    if args.inversion_type == "ddim" and not args.p2p:
+        raise RegionEditError("--inversion-type ddim is for the Prompt-to-Prompt comparison: add --p2p")
+    check_positive("--num-samples", args.num_samples)
+    if args.num_samples > 1 and args.inversion_type == "ddim":
+        raise RegionEditError("--num-samples > 1 needs the edit-friendly inversion (DDIM inversion draws nothing)")
+
+
+def cmd_edit_ddpm(args: argparse.Namespace) -> int:
+    from regionedit.core.inversion import DDPMInversion
+    from regionedit.images import check_output_path, save_png
+    from regionedit.methods import ddpm_edit, p2p
+
+    _check_edit_flags(args)
+    ddim = args.inversion_type == "ddim"
+    if args.skip is None:
+        args.skip = (p2p.DDIM_SKIP if ddim else p2p.DEFAULT_SKIP) if args.p2p else ddpm_edit.DEFAULT_SKIP
+    if args.target_cfg is None:
+        args.target_cfg = p2p.DEFAULT_TARGET_GUIDANCE if args.p2p else ddpm_edit.DEFAULT_TARGET_GUIDANCE
+    check_nonnegative(source_cfg=args.source_cfg, target_cfg=args.target_cfg, skip=args.skip)
+    reweight = dict(_reweight(item) for item in args.reweight or [])
+    steps = args.steps
+    if args.inversion is not None:
+        inversion = DDPMInversion.load(args.inversion)
+        steps = inversion.num_inference_steps
+    if args.skip >= steps:
+        raise RegionEditError(f"--skip must be smaller than the number of steps ({steps}), got {args.skip}")
+    outputs = _numbered(args.output, args.num_samples)
+    for output in outputs:
+        check_output_path(output, [args.image, args.inversion, args.save_inversion])
+    image = read_image(args.image) if args.image else None
+    model = load_model(args)
+    check_prompt(model, args.target_prompt, "--target-prompt")
+    if args.inversion is None:
+        inversion = _invert(args, model, image, args.source_prompt, args.source_cfg, ddim=ddim)
+        if args.save_inversion:
+            inversion.save(args.save_inversion)
+    if args.shift:
+        dx, dy = pair(args.shift, "--shift", 2, int)
+        inversion = ddpm_edit.shift(inversion, dx, dy)
+    if args.tint:
+        inversion = ddpm_edit.tint(inversion, pair(args.tint, "--tint", model.channels))
+    draws = ddpm_edit.redraws(model, inversion, args.num_samples) if args.num_samples > 1 else [inversion]
+    blend_mask = None
+    if args.blend_mask:
+        blend_mask = (resolve_mask(args, args.blend_mask, image, model, "Prompt-to-Prompt") if image is not None
+                      else mask_source(args, args.blend_mask, model, "Prompt-to-Prompt"))
+    for output_path, draw in zip(outputs, draws, strict=True):
+        if args.p2p:
+            output = p2p.edit(model, draw, args.target_prompt, guidance_scale=args.target_cfg, skip=args.skip,
+                              cross_replace=args.cross_replace, self_replace=args.self_replace, reweight=reweight,
+                              blend_words=args.blend_words or (), blend_threshold=args.blend_threshold,
+                              blend_mask=blend_mask, image=image, progress=not args.quiet)
+        else:
+            output = ddpm_edit.edit(model, draw, args.target_prompt, guidance_scale=args.target_cfg, skip=args.skip,
+                                    progress=not args.quiet)
+        recipe = {**output.recipe, "input": Path(args.image or args.inversion).name, "shift": args.shift, "tint": args.tint}
+        save_png(output.image, output_path, recipe)
+        print(f"wrote {output_path}")
+    return 0
+
+
+def _numbered(output: str, count: int) -> list[str]:
+    """``out.png`` → [out.png] for one sample, [out-0.png, …, out-{N-1}.png] for N."""
+    if count == 1:
+        return [output]
+    path = Path(output)
+    return [str(path.with_name(f"{path.stem}-{k}{path.suffix}")) for k in range(count)]
+
+
+def _reweight(text: str) -> tuple[str, float]:
+    word, sep, value = text.partition("=")
+    try:
+        scale = float(value)
+    except ValueError:
+        scale = None
+    if not sep or not word.strip() or scale is None:
+        raise RegionEditError(f"--reweight must be WORD=SCALE (e.g. blue=2), got {text!r}")
+    return word.strip(), scale

@@ -1,0 +1,148 @@
+"""`regionedit discover rbe|jica` finds local directions; `regionedit edit rbe|jica` applies them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from regionedit.cli.common import (
+    MAX_SIDE_HELP,
+    add_command,
+    add_model_options,
+    check_prompt,
+    fit_notes,
+    load_model,
+    max_side,
+    pair,
+    read_image,
+    resolve_mask,
+)
+from regionedit.errors import RegionEditError
+
+
+def _add_start_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--inversion", choices=("ddim", "ddpm"), default="ddim",
+                        help="reach x_t by DDIM inversion (default) or the edit-friendly DDPM inversion")
+    parser.add_argument("--prompt", help="text describing the image (text models)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-side", type=int, help=MAX_SIDE_HELP)
+
+
+def _start(args: argparse.Namespace, model, image, num_inference_steps: int, timestep: int):
+    from regionedit.methods.hspace_edit import start_from_image
+
+    check_prompt(model, args.prompt, "--prompt")
+    start = start_from_image(model, image, timestep=timestep, num_inference_steps=num_inference_steps,
+                             inversion=args.inversion, prompt=args.prompt, seed=args.seed,
+                             max_side=max_side(args, model))
+    fit_notes(start.fit, model)
+    return start
+
+
+# -------------------------------------------------------------------------------------- discover
+def add_discover(discovers) -> None:
+    for method, about in (("rbe", "a region's top directions, confined away from the rest"),
+                          ("jica", "joint and individual directions of several regions")):
+        sub = add_command(discovers, method, about, cmd_discover)
+        sub.add_argument("image")
+        sub.add_argument("--mask", action="append", required=True,
+                         help="mask image, box x0,y0,x1,y1 (pixels), face:<part>, text:<words>, attention:<instruction>, "
+                              "segment:x,y or segment:#i" +
+                         ("" if method == "rbe" else "; repeat for each region"))
+        sub.add_argument("-o", "--output", required=True, help="directions file to write (.safetensors)")
+        sub.add_argument("--timestep", type=int, default=500, help="timestep of the Jacobian (RBE code: 500)")
+        sub.add_argument("--steps", type=int, default=40, help="DDIM steps of the schedule (RBE code: 40)")
+        sub.add_argument("--space", choices=("h", "x"), default="h", help="h-space (default) or x_t-space")
+        sub.add_argument("--jvp", choices=("finite-difference", "autodiff"), default="finite-difference",
+                         help="J·v by central differences (default, fast) or forward-mode AD (exact, ~7× slower)")
+        sub.add_argument("--max-iterations", type=int, default=50)
+        sub.add_argument("--tolerance", type=float, default=1e-5)
+        if method == "rbe":
+            sub.add_argument("--k", type=int, default=3, help="directions to find (default 3)")
+            sub.add_argument("--r", type=int, default=8, help="rank of the complement removed (default 8)")
+        else:
+            sub.add_argument("--svd-rank", type=int, default=10, help="truncated SVD rank per region (default 10)")
+            sub.add_argument("--joint-rank", type=int, default=2, help="joint subspace rank r_C (default 2)")
+            sub.add_argument("--individual-rank", type=int, default=3, help="individual rank r_A (default 3)")
+        _add_start_options(sub)
+        add_model_options(sub, task=method)
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from regionedit.images import check_output_path
+    from regionedit.methods import jica, rbe
+
+    check_output_path(args.output, [args.image] + args.mask)
+    if args.method == "rbe" and len(args.mask) != 1:
+        raise RegionEditError(f"RBE takes one --mask, got {len(args.mask)} (JICA takes several)")
+    image = read_image(args.image)
+    model = load_model(args)
+    masks = [resolve_mask(args, spec, image, model, args.method.upper()).mask for spec in args.mask]
+    start = _start(args, model, image, args.steps, args.timestep)
+    common = dict(space=args.space, max_iterations=args.max_iterations, tolerance=args.tolerance, jvp=args.jvp, seed=args.seed)
+    if args.method == "rbe":
+        directions = rbe.discover(model, start, masks[0], k=args.k, complement_rank=args.r, region_name=args.mask[0], **common)
+    else:
+        directions = jica.discover(model, start, masks, region_names=args.mask, svd_rank=args.svd_rank,
+                                   joint_rank=args.joint_rank, individual_rank=args.individual_rank, **common)
+    directions.save(args.output)
+    report = directions.report
+    print(f"wrote {args.output}: {len(directions)} directions ({', '.join(directions.labels)}) in {report['seconds']} s")
+    if "leak_after" in report:
+        print(f"leakage ‖J_C u‖/‖J_M u‖ before {report['leak_before']} after {report['leak_after']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------- edit rbe|jica
+def add_edit(methods) -> None:
+    for method in ("rbe", "jica"):
+        edit = add_command(methods, method, f"apply {method.upper()} directions (from `regionedit discover {method}`)",
+                           cmd_edit_directions, method=method)
+        edit.add_argument("image")
+        edit.add_argument("--directions", required=True, help="directions file (.safetensors)")
+        edit.add_argument("--index", type=int, default=0, help="which direction (default 0, the strongest)")
+        edit.add_argument("--strength", type=float, default=30.0, help="γ in h ← h + γu (RBE code: ±30)")
+        edit.add_argument("--strip", action="store_true", help="write a slider strip over --strengths")
+        edit.add_argument("--strengths", default="-30,-15,0,15,30", help="γ values of the strip (write --strengths=-30,0,30 for negative values)")
+        edit.add_argument("--eta", type=float, default=0.0, help="η of the sampler (0: deterministic DDIM)")
+        edit.add_argument("--asymmetric", action="store_true", help="Asyrp's asymmetric step")
+        edit.add_argument("-o", "--output", required=True, help="PNG to write")
+        _add_start_options(edit)
+        add_model_options(edit, task="directions-file")
+
+
+def cmd_edit_directions(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from regionedit import __version__
+    from regionedit.images import check_output_path, save_png, tensor_to_pil
+    from regionedit.methods.directions import Directions
+    from regionedit.methods.hspace_edit import h_shape, sample_with_direction, to_pixels
+
+    check_output_path(args.output, [args.image, args.directions])
+    directions = Directions.load(args.directions)
+    if directions.method != args.method:
+        raise RegionEditError(f"{args.directions} holds {directions.method.upper()} directions; use `regionedit edit {directions.method}`")
+    vector = directions.vector(args.index)
+    image = read_image(args.image)
+    model = load_model(args)
+    start = _start(args, model, image, directions.num_inference_steps, directions.timestep)
+    directions.check_compatible(model.name, h_shape(model, start) if directions.space == "h" else tuple(start.x_t.shape[1:]))
+    strengths = pair(args.strengths, "--strengths", 0) if args.strip else (args.strength,)
+    frames = []
+    for strength in strengths:
+        sample = sample_with_direction(model, start, vector, strength, directions.space, eta=args.eta,
+                                       asymmetric=args.asymmetric, seed=args.seed)
+        frames.append(tensor_to_pil(to_pixels(model, start, sample)[0] * 2 - 1))
+    result = frames[0]
+    if len(frames) > 1:
+        result = Image.new("RGB", (sum(f.width for f in frames), frames[0].height))
+        for i, frame in enumerate(frames):
+            result.paste(frame, (i * frame.width, 0))
+    recipe = {"method": directions.method, "version": __version__, "model": model.name, "input": Path(args.image).name,
+              "directions": Path(args.directions).name, "index": args.index, "label": directions.labels[args.index],
+              "strengths": list(strengths), "timestep": directions.timestep, "eta": args.eta,
+              "asymmetric": args.asymmetric, "inversion": args.inversion, "seed": args.seed}
+    save_png(result, args.output, recipe)
+    print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,101 @@
+"""`regionedit edit rdm`: replace what a text names (or a mask covers) by a target text."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from regionedit.cli.common import (
+    MAX_SIDE_HELP,
+    add_command,
+    add_model_options,
+    check_nonnegative,
+    companion,
+    device,
+    load_model,
+    max_side,
+    note,
+    pair,
+    read_image,
+    resolve_mask,
+)
+from regionedit.errors import RegionEditError
+
+
+def add_edit(methods) -> None:
+    rdm = add_command(methods, "rdm", "RDM: replace what a text names (or a mask covers) by a target text", cmd_edit_rdm)
+    rdm.add_argument("image")
+    rdm.add_argument("--target", required=True, help="what the region should become, e.g. 'a blue ball'")
+    rdm.add_argument("--locate", help="positioning text naming the region, e.g. 'the ball' (segmenter)")
+    rdm.add_argument("--mask", help="instead of --locate: a mask image (non-zero = edit), x0,y0,x1,y1, face:<part>, "
+                                    "text:<words>, attention:<instruction>, segment:x,y or segment:#i")
+    rdm.add_argument("--box", help="x0,y0,x1,y1 box in pixels instead of --locate")
+    rdm.add_argument("-o", "--output", required=True, help="PNG to write")
+    rdm.add_argument("--mask-out", help="also write the edit mask as a PNG")
+    rdm.add_argument("--segmenter", help="CLIPSeg model (default: matches --model; CIDAS/clipseg-rd64-refined for hub models)")
+    rdm.add_argument("--clip", help="CLIP model for guidance, or 'none' (default: matches --model)")
+    rdm.add_argument("--steps", type=int, default=50)
+    rdm.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance (RDM code: 5)")
+    rdm.add_argument("--threshold", type=float, default=150, help="mask threshold K on 0..255 (paper: 150)")
+    rdm.add_argument("--dilate", type=int, default=0, help="grow the mask by this many pixels")
+    rdm.add_argument("--clip-scale", type=float, default=150.0, help="CLIP guidance scale (code: 150; 0 = off)")
+    rdm.add_argument("--cutouts", type=int, default=16)
+    rdm.add_argument("--nerp-mse", type=float, default=10000.0, help="NERP MSE weight outside the mask (code: 10000)")
+    rdm.add_argument("--nerp-lpips", type=float, default=1000.0, help="NERP LPIPS weight (code: 1000; needs the lpips extra)")
+    rdm.add_argument("--no-paste-back", action="store_true", help="keep the sampled background (its PSNR is reported)")
+    rdm.add_argument("--feather", type=int, default=0, help="soften the paste-back edge inwards by this many pixels")
+    rdm.add_argument("--eta", type=float, default=0.0)
+    rdm.add_argument("--seed", type=int, default=0)
+    rdm.add_argument("--max-side", type=int, help=MAX_SIDE_HELP)
+    add_model_options(rdm, task="rdm")
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    from regionedit.images import check_output_path
+
+    if len([x for x in (args.locate, args.mask, args.box) if x]) != 1:
+        raise RegionEditError("say where to edit with exactly one of --locate TEXT, --mask SPEC or --box x0,y0,x1,y1")
+    check_nonnegative(cfg=args.cfg, clip_scale=args.clip_scale, nerp_mse=args.nerp_mse, nerp_lpips=args.nerp_lpips)
+    check_output_path(args.output, [args.image, args.mask])
+    if args.mask_out:
+        check_output_path(args.mask_out, [args.image, args.mask, args.output])
+
+
+def cmd_edit_rdm(args: argparse.Namespace) -> int:
+    from regionedit.images import save_png
+    from regionedit.masks import box_mask
+    from regionedit.methods import rdm
+    from regionedit.segment import load_clip, load_segmenter
+
+    _check_flags(args)
+    image = read_image(args.image)
+    mask = None
+    if args.box:
+        mask = box_mask(pair(args.box, "--box", 4), image.size)
+    chosen = device(args)
+    model = load_model(args)
+    if args.mask:
+        mask = resolve_mask(args, args.mask, image, model, "RDM")
+    segmenter = None
+    if args.locate:
+        segmenter = load_segmenter(args.segmenter or companion(args.model, 0), chosen, args.allow_pickle)
+    clip_name = args.clip or companion(args.model, 1)
+    clip = None if clip_name == "none" or args.clip_scale == 0 else load_clip(clip_name, chosen, args.allow_pickle)
+    side = max_side(args, model)
+    if max(image.size) > side and mask is not None:
+        note("the mask is downscaled with the image")
+    output = rdm.edit(
+        model, image, args.target, locate=args.locate, mask=mask, segmenter=segmenter, clip=clip,
+        num_inference_steps=args.steps, guidance_scale=args.cfg, threshold=args.threshold, dilation=args.dilate,
+        clip_guidance_scale=args.clip_scale if clip is not None else 0.0, cutouts=args.cutouts, nerp_mse=args.nerp_mse,
+        nerp_lpips=args.nerp_lpips, paste_back=not args.no_paste_back, feather=args.feather, eta=args.eta,
+        seed=args.seed, max_side=side, progress=not args.quiet,
+    )
+    save_png(output.image, args.output, {**output.recipe, "input": Path(args.image).name})
+    if args.mask_out:
+        from regionedit.images import tensor_to_pil
+
+        save_png(tensor_to_pil(output.mask[0].expand(3, -1, -1) * 2 - 1).convert("L"), args.mask_out)
+    psnr = "" if not args.no_paste_back else f" (background PSNR {output.background_psnr:.1f} dB without paste-back)"
+    print(f"wrote {args.output}{psnr}")
+    return 0

@@ -1,0 +1,57 @@
+"""`regionedit toyworld export|train`: the procedural toy worlds' splits and the networks trained on them."""
+
+from __future__ import annotations
+
+import argparse
+
+from regionedit.cli.common import add_command, add_group, check_positive, device_name
+
+
+def add_toyworld(commands) -> None:
+    toys = add_group(commands, "toyworld", "the procedural toy worlds: export splits, train their networks", "toyworld")
+    export = add_command(toys, "export", "write a split as PNGs, masks and a JSONL manifest", cmd_export, loads_models=False)
+    export.add_argument("world", choices=("faces", "scenes"))
+    export.add_argument("--n", type=int, required=True, help="number of items")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--split", default="benchmark", choices=("train", "validation", "benchmark"))
+    export.add_argument("--size", type=int, default=64)
+
+    train = add_command(toys, "train", "reproduce an embedded network: probe-faces, probe-scenes, scenes-clip, "
+                        "scenes-clipseg, faces-ddpm, scenes-t2i, scenes-instruct, scenes-instruct-remove", cmd_train)
+    train.add_argument("name")
+    train.add_argument("--steps", type=int, help="training steps (default: the documented setting)")
+    train.add_argument("--out", help="output folder (default: the package's weights folder)")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--smoke", action="store_true", help="a few steps only, to check the pipeline")
+    train.add_argument("--weights", help="folder of the prerequisite models (default: the package's weights)")
+    train.add_argument("--batch", type=int, help="batch size (default: the documented setting)")
+    train.add_argument("--minutes", type=float, help="stop after this much wall-clock time, if the steps are not done first")
+    train.add_argument("--resume", action="store_true", help="start from the weights already in the output folder")
+    train.add_argument("--pool", type=int, default=0, help="diffusion models: draw batches from a refreshing pool of N rendered examples")
+    train.add_argument("--refresh-every", type=int, default=4, help="with --pool: render one fresh batch every K steps")
+    train.add_argument("--compile", action="store_true", help="run the forward pass through torch.compile")
+    train.add_argument("--workers", type=int, help="data worker processes (default: 2 on a GPU, 0 on the CPU)")
+    train.add_argument("--decoder-only", action="store_true", help="scenes-vae --resume: tune the decoder alone (latents unchanged)")
+    train.add_argument("--no-evaluate", action="store_true", help="skip the bar measurement at the end (bench toymodels does it)")
+    train.add_argument("--edit-weight", type=float, help="latent instruct models: loss weight inside the edited region (default 1)")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from regionedit.toyworld.export import export
+
+    check_positive("--n", args.n)
+    path = export(args.world, args.n, args.out, split=args.split, size=args.size, log=None if args.quiet else print)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from regionedit.toyworld.models import Speed
+    from regionedit.toyworld.train import train
+
+    train(args.name, out=args.out, steps=args.steps, device=device_name(args),
+          smoke=args.smoke, log=None if args.quiet else print, weights=args.weights, batch=args.batch,
+          minutes=args.minutes, workers=args.workers, resume=args.resume,
+          speed=Speed(args.pool, args.refresh_every, args.compile), edit_weight=args.edit_weight,
+          evaluate=not args.no_evaluate, decoder_only=args.decoder_only)
+    return 0

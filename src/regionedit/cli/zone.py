@@ -1,0 +1,153 @@
+"""ZONE's commands: `regionedit edit zone`, multi-turn `regionedit session …` and `regionedit train-classifier`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from regionedit.cli.common import (
+    MAX_SIDE_HELP,
+    add_command,
+    add_group,
+    add_model_options,
+    check_nonnegative,
+    load_model,
+    max_side,
+    note,
+    read_image,
+    resolve_mask,
+)
+
+
+def _add_zone_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model2", help="second instruct model fused with --model (default: MagicBrush for hub "
+                                         "models, toy/scenes-instruct-remove for toy/, tiny/ip2p-b for tiny/)")
+    parser.add_argument("--single", action="store_true", help="use --model alone (no fusion)")
+    parser.add_argument("--classifier", help="action classifier file (`regionedit train-classifier`); default: keywords")
+    parser.add_argument("--segmenter", default="classical", help="segment everything: classical (default) or sam:<model>")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--cfg", type=float, default=7.5, help="text guidance (paper: 7.5)")
+    parser.add_argument("--image-cfg", type=float, default=1.5, help="image guidance (paper: 1.5)")
+    parser.add_argument("--threshold", type=float, default=128, help="attention threshold T on 0..255 (paper: 128)")
+    parser.add_argument("--union-iou", type=float, help="take the union of segments with rIoU ≥ this (default: the best one)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-side", type=int, help=MAX_SIDE_HELP)
+    add_model_options(parser, task="zone")
+
+
+def _zone_editor(args: argparse.Namespace):
+    """Load ZONE's models once; return image, instruction → ZoneOutput."""
+    from regionedit.methods import zone
+    from regionedit.methods.actions import ActionClassifier
+    from regionedit.models import load_model as load
+    from regionedit.segment_everything import load_segment_everything
+
+    check_nonnegative(cfg=args.cfg, image_cfg=args.image_cfg)
+    model = load_model(args)
+    second = None
+    if not args.single:
+        name = args.model2 or zone.partner_of(args.model)
+        if name is not None:
+            second = load(name, device=model.device, dtype=model.dtype, allow_pickle=args.allow_pickle)
+    classifier = ActionClassifier.load(args.classifier) if args.classifier else None
+    segmenter = load_segment_everything(args.segmenter, model.device, args.allow_pickle)
+
+    def run(image, instruction: str, mask_spec: str | None = None):
+        mask = resolve_mask(args, mask_spec, image, model, "ZONE") if mask_spec else None
+        output = zone.edit(model, image, instruction, mask=mask, second_model=second, classifier=classifier, segmenter=segmenter,
+                           num_inference_steps=args.steps, guidance_scale=args.cfg, image_guidance_scale=args.image_cfg,
+                           threshold=args.threshold, union_above=args.union_iou, seed=args.seed,
+                           max_side=max_side(args, model), progress=not args.quiet)
+        for message in output.recipe["notes"]:
+            note(message)
+        return output
+
+    return run
+
+
+# ------------------------------------------------------------------------------------- edit zone
+def add_edit(methods) -> None:
+    parser = add_command(methods, "zone", "ZONE: apply an instruction locally (change, add, remove)", cmd_edit_zone)
+    parser.add_argument("image")
+    parser.add_argument("instruction", help="e.g. 'make the ball blue'")
+    parser.add_argument("-o", "--output", required=True, help="PNG to write")
+    parser.add_argument("--layer", help="also write the edited layer as an RGBA PNG")
+    parser.add_argument("--mask-out", help="also write the final mask as a PNG")
+    parser.add_argument("--mask", metavar="SPEC", help="a region replacing the attention localisation: a mask image, "
+                        "x0,y0,x1,y1, face:<part>, text:<words>, attention:<instruction>, segment:x,y")
+    _add_zone_options(parser)
+
+
+def cmd_edit_zone(args: argparse.Namespace) -> int:
+    from regionedit.images import check_output_path, save_png
+
+    outputs = [p for p in (args.output, args.layer, args.mask_out) if p]
+    for path in outputs:
+        check_output_path(path, [args.image] + [o for o in outputs if o != path])
+    image = read_image(args.image)
+    output = _zone_editor(args)(image, args.instruction, args.mask)
+    recipe = {**output.recipe, "input": Path(args.image).name}
+    save_png(output.image, args.output, recipe)
+    if args.layer:
+        save_png(output.layer, args.layer, recipe)
+    if args.mask_out:
+        from PIL import Image
+
+        save_png(Image.fromarray((output.final_mask[0, 0].numpy() * 255).astype("uint8")), args.mask_out)
+    print(f"wrote {args.output} ({output.recipe['action']}, {output.timings['total_s']} s)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------- session
+def add_session(commands) -> None:
+    sessions = add_group(commands, "session", "multi-turn ZONE editing saved in a folder (new, apply, undo, show)", "action")
+    new = add_command(sessions, "new", "start a session from an image (the image is copied)", cmd_session, loads_models=False)
+    new.add_argument("folder")
+    new.add_argument("image")
+    apply = add_command(sessions, "apply", "apply an instruction to the current image", cmd_session)
+    apply.add_argument("folder")
+    apply.add_argument("instruction")
+    _add_zone_options(apply)
+    for name, about in (("undo", "drop the last turn"), ("show", "print the history")):
+        add_command(sessions, name, about, cmd_session, loads_models=False).add_argument("folder")
+
+
+def cmd_session(args: argparse.Namespace) -> int:
+    from regionedit.session import Session
+
+    if args.action == "new":
+        Session.new(args.folder, args.image)
+        print(f"started {args.folder} from {args.image}")
+    elif args.action == "apply":
+        turn = Session.open(args.folder).apply(_zone_editor(args), args.instruction)
+        print(f"turn {turn['index']}: {turn['instruction']!r} → {Path(args.folder) / turn['image']}")
+    elif args.action == "undo":
+        session = Session.open(args.folder)
+        turn = session.undo()
+        print(f"undid turn {turn['index']} ({turn['instruction']!r}); current image: {session.current_path()}")
+    else:
+        print(Session.open(args.folder).describe())
+    return 0
+
+
+# ------------------------------------------------------------------------------ train-classifier
+def add_train_classifier(commands) -> None:
+    train = add_command(commands, "train-classifier", "train ZONE's action classifier on an instruct model's text embeddings",
+                        cmd_train_classifier)
+    train.add_argument("-o", "--output", required=True, help="classifier file to write (.safetensors)")
+    train.add_argument("--train", type=int, default=450, help="generated training instructions (paper: 450)")
+    train.add_argument("--test", type=int, default=150, help="held-out instructions (paper: 150)")
+    train.add_argument("--seed", type=int, default=0)
+    add_model_options(train, task="zone")
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from regionedit.images import check_output_path
+    from regionedit.methods.actions import train_classifier
+
+    check_output_path(args.output, [])
+    classifier = train_classifier(load_model(args), args.train, args.test, seed=args.seed)
+    classifier.save(args.output)
+    print(json.dumps(classifier.report, indent=2))
+    return 0
