@@ -28,7 +28,7 @@ from PIL import Image  # noqa: E402
 
 from regionedit import checks  # noqa: E402
 from regionedit.errors import RegionEditError  # noqa: E402
-from regionedit.images import save_png, tensor_to_pil, to_rgb  # noqa: E402
+from regionedit.images import mask_to_pil, save_png, to_rgb, unit_to_pil  # noqa: E402
 from regionedit.models.defaults import EMBEDDED_DEFAULTS, TASK_ALIASES  # noqa: E402
 
 MAX_UPLOAD_MB = 20
@@ -54,37 +54,28 @@ def samples() -> dict[str, Image.Image]:
     from regionedit.toyworld.scenes import generate_scenes
 
     scenes, faces = generate_scenes([5, 8, 13]), generate_faces([3, 11])
-    found = {f"toy scene {i + 1}": tensor_to_pil(scenes.images[i] * 2 - 1) for i in range(3)}
-    found |= {f"toy face {i + 1}": tensor_to_pil(faces.images[i] * 2 - 1) for i in range(2)}
+    found = {f"toy scene {i + 1}": unit_to_pil(scenes.images[i]) for i in range(3)}
+    found |= {f"toy face {i + 1}": unit_to_pil(faces.images[i]) for i in range(2)}
     return found
 
 
 @dataclass
 class Workspace:
-    """What the app keeps between calls: loaded models, inversions, directions, output folder."""
+    """What the app keeps between calls: loaded editors, inversions, directions, output folder."""
 
     out: Path
-    models: dict = field(default_factory=dict)
+    editors: dict = field(default_factory=dict)
     inversions: dict = field(default_factory=dict)
 
-    def model(self, name: str):
-        from regionedit.models import load_model
-
+    def editor(self, cls, name: str, **companions):
+        """The editor of ``cls`` on model ``name`` (with its companions), loaded once."""
         name = (name or "").strip()
         if not name:
             raise RegionEditError("give a model: a hub id, a local folder, toy/… or tiny/… (see `regionedit models`)")
-        if name not in self.models:
-            self.models[name] = load_model(name)
-        return self.models[name]
-
-    def companion(self, kind: str, model_name: str):
-        from regionedit.segment import companions, load_clip, load_segmenter
-
-        name = companions(model_name)[0 if kind == "segmenter" else 1]
-        key = (kind, name)
-        if key not in self.models:
-            self.models[key] = (load_segmenter if kind == "segmenter" else load_clip)(name)
-        return self.models[key]
+        key = (cls.__name__, name, *sorted(companions.items()))
+        if key not in self.editors:
+            self.editors[key] = cls.from_pretrained(name, **companions)
+        return self.editors[key]
 
     def save(self, image: Image.Image, label: str, recipe: dict | None = None) -> str:
         path = self.out / f"{time.strftime('%Y%m%d-%H%M%S')}-{time.perf_counter_ns() % 10**6:06d}-{label}.png"
@@ -140,15 +131,11 @@ def image_key(image: Image.Image) -> str:
     return hashlib.sha256(np.asarray(image).tobytes()).hexdigest()[:16]
 
 
-def mask_image(mask: torch.Tensor) -> Image.Image:
-    return Image.fromarray((mask[0, 0].cpu().numpy() > 0.5).astype(np.uint8) * 255)
-
-
 # --------------------------------------------------------------------------------- handlers
 def run_rdm(ws: Workspace, value, locate: str, target: str, box: str, model_name: str, threshold: float, steps: int,
             clip_scale: float):
+    from regionedit.editors import RDMEditor
     from regionedit.masks import box_mask
-    from regionedit.methods import rdm
 
     image, drawn = image_and_mask(value)
     mask = drawn
@@ -159,32 +146,29 @@ def run_rdm(ws: Workspace, value, locate: str, target: str, box: str, model_name
             raise RegionEditError(f"box must be x0,y0,x1,y1 in pixels, got {box!r}") from None
     steps, threshold = setting("steps", steps, int, 1), setting("threshold", threshold, float, 0, 255)
     clip_scale = setting("CLIP guidance scale", clip_scale, float, 0)
-    model = ws.model(model_name)
-    segmenter = ws.companion("segmenter", model.name) if mask is None else None
-    clip = ws.companion("clip", model.name) if clip_scale > 0 else None
-    out = rdm.edit(model, image, target, locate=locate or None, mask=mask, segmenter=segmenter, clip=clip,
-                   num_inference_steps=steps, threshold=threshold, clip_guidance_scale=clip_scale, progress=True)
-    files = [ws.save(out.image, "rdm", out.recipe), ws.save(mask_image(out.mask), "rdm-mask")]
-    return out.image, mask_image(out.mask), files, f"RDM: '{locate or 'mask'}' → '{target}'"
+    out = ws.editor(RDMEditor, model_name)(image, target, locate=locate or None, mask=mask, num_inference_steps=steps,
+                                           threshold=threshold, clip_guidance_scale=clip_scale)
+    region = mask_to_pil(out.masks["edit"])
+    files = [ws.save(out.image, "rdm", out.recipe), ws.save(region, "rdm-mask")]
+    return out.image, region, files, f"RDM: '{locate or 'mask'}' → '{target}'"
 
 
 def run_zone(ws: Workspace, value, instruction: str, model_name: str, steps: int, single: bool, history: list):
-    from regionedit.methods import zone
+    from regionedit.editors import ZoneEditor
 
     image, _ = image_and_mask(value)
     steps = setting("steps", steps, int, 1)
     key = image_key(image)
     history = [turn for turn in (history or []) if turn["base"] == key]
     current = history[-1]["image"] if history else image
-    model = ws.model(model_name)
-    partner = None if single else zone.partner_of(model.name)
-    second = None if partner is None else ws.model(partner)
-    out = zone.edit(model, current, instruction, second_model=second, num_inference_steps=int(steps), progress=True)
-    files = [ws.save(out.image, "zone", out.recipe), ws.save(mask_image(out.final_mask), "zone-mask"),
-             ws.save(out.layer, "zone-layer", out.recipe)]
+    editor = ws.editor(ZoneEditor, model_name, second_model=None if single else "auto")
+    out = editor(current, instruction, num_inference_steps=steps)
+    final = mask_to_pil(out.masks["final"])
+    files = [ws.save(out.image, "zone", out.recipe), ws.save(final, "zone-mask"),
+             ws.save(out.images["layer"], "zone-layer", out.recipe)]
     history = history + [{"base": key, "image": out.image, "instruction": instruction}]
     notes = f" — {'; '.join(out.recipe['notes'])}" if out.recipe["notes"] else ""
-    return out.image, mask_image(out.final_mask), files, history_text(history) + notes, history
+    return out.image, final, files, history_text(history) + notes, history
 
 
 def undo_zone(history: list):
@@ -204,20 +188,19 @@ def history_text(history: list) -> str:
 
 def run_ddpm(ws: Workspace, value, source_prompt: str, target_prompt: str, skip: int, target_cfg: float, steps: int,
              model_name: str):
-    from regionedit.core.inversion import invert
-    from regionedit.methods import ddpm_edit
+    from regionedit.editors import DDPMEditor
 
     image, _ = image_and_mask(value)
     steps, skip = setting("steps", steps, int, 1), setting("skip", skip, int, 0)
     target_cfg = setting("target CFG", target_cfg, float, 0)
-    model = ws.model(model_name)
-    key = (image_key(image), model.name, source_prompt, steps)
+    editor = ws.editor(DDPMEditor, model_name)
+    text = editor.model.is_text_conditional  # the prompt boxes are ignored for unconditional models
+    key = (image_key(image), editor.model.name, source_prompt, steps)
     reused = key in ws.inversions
     if not reused:
-        ws.inversions[key] = invert(model, image, prompt=source_prompt if model.is_text_conditional else None,
-                                    num_inference_steps=steps, seed=0, max_side=model.native_resolution)
-    out = ddpm_edit.edit(model, ws.inversions[key], target_prompt if model.is_text_conditional else None,
-                         guidance_scale=target_cfg, skip=skip)
+        ws.inversions[key] = editor.invert(image, prompt=source_prompt if text else None, num_inference_steps=steps,
+                                           generator=0)
+    out = editor.edit(ws.inversions[key], prompt=target_prompt if text else None, guidance_scale=target_cfg, skip=skip)
     files = [ws.save(out.image, "ddpm", out.recipe)]
     return out.image, None, files, f"DDPM edit ({'inversion reused' if reused else 'image inverted'})"
 
@@ -229,10 +212,14 @@ class DirectionsState:
     directions: object
 
 
+def directions_editor(ws: Workspace, method: str, model_name: str):
+    from regionedit.editors import JICAEditor, RBEEditor
+
+    return ws.editor(RBEEditor if method == "rbe" else JICAEditor, model_name)
+
+
 def discover_directions(ws: Workspace, value, method: str, regions: str, model_name: str, iterations: int):
     from regionedit.masks import load_mask
-    from regionedit.methods import jica, rbe
-    from regionedit.methods.hspace_edit import start_from_image
 
     image, drawn = image_and_mask(value)
     iterations = setting("max iterations", iterations, int, 1)
@@ -240,22 +227,20 @@ def discover_directions(ws: Workspace, value, method: str, regions: str, model_n
     for spec in [s.strip() for s in (regions or "").split(";") if s.strip()]:
         masks.append(load_mask(spec, image.size).mask)
         names.append(spec)
-    model = ws.model(model_name)
-    start = start_from_image(model, image, max_side=model.native_resolution)
+    editor = directions_editor(ws, method, model_name)
+    start = editor.invert(image)
     if method == "rbe":
         if len(masks) != 1:
             raise RegionEditError(f"RBE takes one region (brush strokes or one spec), got {len(masks)}")
-        found = rbe.discover(model, start, masks[0], region_name=names[0], max_iterations=iterations)
+        found = editor.discover(start, masks[0], region_name=names[0], max_iterations=iterations)
     else:
-        found = jica.discover(model, start, masks, region_names=names, max_iterations=iterations)
-    state = DirectionsState((image_key(image), model.name), start, found)
+        found = editor.discover(start, masks, region_names=names, max_iterations=iterations)
+    state = DirectionsState((image_key(image), editor.model.name), start, found)
     choices = [f"{i}: {label}" for i, label in enumerate(found.labels)]
     return state, choices, f"{method.upper()}: {len(found)} directions in {found.report['seconds']} s"
 
 
 def apply_direction(ws: Workspace, state: DirectionsState | None, choice: str, strength: float, model_name: str):
-    from regionedit.methods.hspace_edit import sample_with_direction, to_pixels
-
     if state is None:
         raise RegionEditError("discover directions first")
     strength = setting("strength", strength)
@@ -263,11 +248,8 @@ def apply_direction(ws: Workspace, state: DirectionsState | None, choice: str, s
         index = int(str(choice).split(":")[0]) if choice else 0
     except ValueError:
         raise RegionEditError(f"unknown direction {choice!r}: pick one from the list") from None
-    model = ws.model(model_name)
-    sample = sample_with_direction(model, state.start, state.directions.vector(index), strength, state.directions.space)
-    result = tensor_to_pil(to_pixels(model, state.start, sample)[0] * 2 - 1)
-    recipe = {"method": state.directions.method, "index": index, "strength": strength, "model": model.name}
-    return result, None, [ws.save(result, "direction", recipe)], f"direction {index}, strength {strength:+g}"
+    out = directions_editor(ws, state.directions.method, model_name).apply(state.start, state.directions, index, strength)
+    return out.image, None, [ws.save(out.image, "direction", out.recipe)], f"direction {index}, strength {strength:+g}"
 
 
 # ------------------------------------------------------------------------------------- page

@@ -42,12 +42,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from regionedit.errors import RegionEditError
-from regionedit.images import atomic_write, load_image, pil_to_tensor, save_png
+from regionedit.images import atomic_write, load_image, mask_to_pil, pil_to_unit, save_png
 
 METHOD_FIELDS = {"zone": ("instruction",), "rdm": ("target",), "ddpm": ("target_prompt",), "rbe": ("directions",),
                  "jica": ("directions",)}
@@ -82,8 +81,10 @@ class Param:
 
 
 STEPS, GUIDANCE, UNIT = Param(int, 1, 1000), Param(float, 0, 100), Param(float, 0, 1)
+# DDPM's manifest params are named as the CLI's flags; the editor's names:
+DDPM_NAMES = {"steps": "num_inference_steps", "source_cfg": "source_guidance_scale", "target_cfg": "guidance_scale"}
 MAX_SIDE = Param(int, 8, 8192)
-# What each method's ``params`` may hold (the keyword arguments of its library call).
+# What each method's ``params`` may hold (the keyword arguments of its editor call; DDPM's by the CLI's names).
 PARAMS: dict[str, dict[str, Param]] = {
     "zone": {"num_inference_steps": STEPS, "guidance_scale": GUIDANCE, "image_guidance_scale": GUIDANCE,
              "beta": UNIT, "threshold": Param(float, 0, 255), "attention_layers": Param(list),
@@ -102,13 +103,16 @@ PARAMS: dict[str, dict[str, Param]] = {
 
 def check_params(method: str, params: dict) -> None:
     """Raise ValueError naming the first unknown, mistyped or out-of-range entry of ``params``."""
+    from regionedit.core.inversion import DEFAULT_STEPS
+
     accepted = PARAMS[method]
     for name, value in params.items():
         if name not in accepted:
             raise ValueError(f"unknown params.{name} for method {method} (accepted: {', '.join(accepted)})")
         accepted[name].check(name, value)
-    if method == "ddpm" and params.get("skip", 0) >= params.get("steps", 100):
-        raise ValueError(f"params.skip ({params.get('skip', 0)}) must be below params.steps ({params.get('steps', 100)})")
+    steps = params.get("steps", DEFAULT_STEPS)
+    if method == "ddpm" and params.get("skip", 0) >= steps:
+        raise ValueError(f"params.skip ({params.get('skip', 0)}) must be below params.steps ({steps})")
 
 
 @dataclass
@@ -294,13 +298,17 @@ class Worker:
             self._cache[key] = build()
         return self._cache[key]
 
-    def model(self, name: str | None, task: str):
-        """The manifest line's model, else --model, else the embedded default of ``task``."""
-        from regionedit.models import load_model
-        from regionedit.models.defaults import default_model
+    def editor(self, cls, name: str | None, **companions):
+        """The editor of the manifest line's model, else of --model, else of the method's embedded
+        default; loaded once per model and companions."""
+        name = name or self.default_model
 
-        name = name or self.default_model or default_model(task)
-        return self.cached(("model", name), lambda: load_model(name, device=self.device))
+        def build():
+            editor = cls.from_pretrained(name, device=self.device, **companions)
+            editor.set_progress_bar_config(disable=True)
+            return editor
+
+        return self.cached((cls.__name__, name, *sorted(companions.items())), build)
 
     def run_group(self, group: list[Job]) -> None:
         """Run a group in one call; if that fails and the group has several items, run each item
@@ -335,91 +343,65 @@ class Worker:
         return load_image(job.image).image
 
     def _run_zone(self, group: list[Job]) -> list[dict]:
-        from regionedit.methods import zone
-        from regionedit.segment_everything import load_segment_everything
+        from regionedit.editors import ZoneEditor
 
-        model = self.model(group[0].model, "zone")
-        params = {"max_side": model.native_resolution, **group[0].params}  # as the CLI: larger images are downscaled
-        second_name = params.pop("model2", zone.partner_of(model.name))
-        second = None if second_name in (None, "none") else self.model(second_name, "zone")
-        segmenter = self.cached(("segmenter", params.get("segmenter", "classical")),
-                                lambda: load_segment_everything(params.pop("segmenter", "classical"), model.device))
-        params.pop("segmenter", None)
-        outputs = zone.edit_many(model, [self._image(j) for j in group], [j.fields["instruction"] for j in group],
-                                 second_model=second, segmenter=segmenter, seeds=[j.seed for j in group],
-                                 progress=False, **params)
+        params = dict(group[0].params)
+        editor = self.editor(ZoneEditor, group[0].model, second_model=params.pop("model2", "auto"),
+                             segmenter=params.pop("segmenter", "classical"))
+        outputs = editor.edit_many([self._image(j) for j in group], [j.fields["instruction"] for j in group],
+                                   generators=[j.seed for j in group], **params)
         results = []
         for job, out in zip(group, outputs, strict=True):
-            recipe = {**out.recipe, "input": job.image.name, "id": job.id}
-            mask = Image.fromarray((out.final_mask[0, 0].numpy() * 255).astype(np.uint8))
-            results.append({"": (out.image, recipe), ".mask": (mask, recipe), ".layer": (out.layer, recipe)})
+            recipe = self._recipe(job, out.recipe)
+            results.append({"": (out.image, recipe), ".mask": (mask_to_pil(out.masks["final"]), recipe),
+                            ".layer": (out.images["layer"], recipe)})
         return results
 
     def _run_rdm(self, group: list[Job]) -> list[dict]:
+        from regionedit.editors import RDMEditor
         from regionedit.masks import box_mask, load_mask
-        from regionedit.methods import rdm
-        from regionedit.segment import companions, load_clip, load_segmenter
 
         (job,) = group
-        model = self.model(job.model, "rdm")
+        params = dict(job.params)
+        editor = self.editor(RDMEditor, job.model, clip=params.pop("clip", "auto"))
         image = self._image(job)
-        params = {"max_side": model.native_resolution, **job.params}
-        segmenter_name, clip_name = companions(model.name)
         mask = None
         if "mask" in job.fields:
             mask_path = Path(job.fields["mask"])
             mask = load_mask(str(mask_path if mask_path.is_absolute() else job.image.parent / mask_path), image.size).mask
         elif "box" in job.fields:
             mask = box_mask(tuple(job.fields["box"]), image.size)
-        segmenter = None if mask is not None else self.cached(("segmenter", segmenter_name), lambda: load_segmenter(segmenter_name, model.device))
-        clip_name = params.pop("clip", clip_name)
-        clip = None if clip_name == "none" else self.cached(("clip", clip_name), lambda: load_clip(clip_name, model.device))
-        out = rdm.edit(model, image, job.fields["target"], locate=job.fields.get("locate"), mask=mask, segmenter=segmenter,
-                       clip=clip, seed=job.seed, progress=False, **params)
-        recipe = {**out.recipe, "input": job.image.name, "id": job.id}
-        mask_image = Image.fromarray((out.mask[0, 0].numpy() * 255).astype(np.uint8))
-        return [{"": (out.image, recipe), ".mask": (mask_image, recipe)}]
+        out = editor(image, job.fields["target"], locate=job.fields.get("locate"), mask=mask, generator=job.seed, **params)
+        recipe = self._recipe(job, out.recipe)
+        return [{"": (out.image, recipe), ".mask": (mask_to_pil(out.masks["edit"]), recipe)}]
 
     def _run_ddpm(self, group: list[Job]) -> list[dict]:
-        from regionedit.core.inversion import invert
-        from regionedit.methods import ddpm_edit
+        from regionedit.editors import DDPMEditor
 
         (job,) = group
-        model = self.model(job.model, "ddpm-text" if job.fields.get("target_prompt") else "ddpm-pixel")
-        params = dict(job.params)
-        inversion = invert(model, self._image(job), prompt=job.fields.get("source_prompt"),
-                           guidance_scale=params.pop("source_cfg", 3.5), num_inference_steps=params.pop("steps", 100),
-                           seed=job.seed, max_side=model.native_resolution, progress=False)
-        out = ddpm_edit.edit(model, inversion, job.fields["target_prompt"], guidance_scale=params.pop("target_cfg", 15.0),
-                             progress=False, **params)
-        return [{"": (out.image, {**out.recipe, "input": job.image.name, "id": job.id})}]
+        options = {DDPM_NAMES.get(name, name): value for name, value in job.params.items()}
+        out = self.editor(DDPMEditor, job.model)(self._image(job), source_prompt=job.fields.get("source_prompt"),
+                                                 prompt=job.fields["target_prompt"], generator=job.seed, **options)
+        return [{"": (out.image, self._recipe(job, out.recipe))}]
 
     def _run_rbe(self, group: list[Job]) -> list[dict]:
+        from regionedit.editors import JICAEditor, RBEEditor
         from regionedit.methods.directions import Directions
-        from regionedit.methods.hspace_edit import (
-            h_shape,
-            sample_with_direction,
-            start_from_image,
-            to_pixels,
-        )
+        from regionedit.methods.rbe import DEFAULT_STRENGTH
 
         (job,) = group
         path = Path(job.fields["directions"])
         directions = self.cached(("directions", str(path)), lambda: Directions.load(path if path.is_absolute() else job.image.parent / path))
-        model = self.model(job.model or self.default_model or directions.model, job.method)
-        start = start_from_image(model, self._image(job), timestep=directions.timestep,
-                                 num_inference_steps=directions.num_inference_steps, seed=job.seed,
-                                 max_side=model.native_resolution)
-        directions.check_compatible(model.name, h_shape(model, start) if directions.space == "h" else tuple(start.x_t.shape[1:]))
-        sample = sample_with_direction(model, start, directions.vector(int(job.fields.get("index", 0))),
-                                       float(job.fields.get("strength", 30.0)), directions.space, seed=job.seed, **job.params)
-        from regionedit.images import tensor_to_pil
-
-        recipe = {"method": directions.method, "model": model.name, "input": job.image.name, "id": job.id,
-                  "index": job.fields.get("index", 0), "strength": job.fields.get("strength", 30.0)}
-        return [{"": (tensor_to_pil(to_pixels(model, start, sample)[0] * 2 - 1), recipe)}]
+        editor = self.editor(RBEEditor if job.method == "rbe" else JICAEditor, job.model or self.default_model or directions.model)
+        out = editor.apply(self._image(job), directions, int(job.fields.get("index", 0)),
+                           float(job.fields.get("strength", DEFAULT_STRENGTH)), generator=job.seed, **job.params)
+        return [{"": (out.image, self._recipe(job, out.recipe))}]
 
     _run_jica = _run_rbe
+
+    @staticmethod
+    def _recipe(job: Job, recipe: dict) -> dict:
+        return {**recipe, "input": job.image.name, "id": job.id}
 
 
 def _reason(exc: Exception) -> str:
@@ -536,4 +518,4 @@ def _check_batch_size(batch_size: int) -> None:
 def output_tensor(path: Path) -> torch.Tensor:
     """An output PNG as a tensor in [0, 1] (tests and benchmarks compare outputs with it)."""
     with Image.open(path) as image:
-        return (pil_to_tensor(image.convert("RGB")) + 1) / 2
+        return pil_to_unit(image.convert("RGB"))

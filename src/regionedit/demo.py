@@ -19,11 +19,10 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from regionedit import __version__, metrics
-from regionedit.core.inversion import invert
+from regionedit.editors import DDPMEditor, JICAEditor, RBEEditor, RDMEditor, ZoneEditor
 from regionedit.gallery import GalleryRow, write_gallery
-from regionedit.images import atomic_write, pil_to_tensor, save_png, tensor_to_pil
+from regionedit.images import atomic_write, pil_to_tensor, save_png, unit_to_pil
 from regionedit.methods import ddpm_edit
-from regionedit.models import load_model
 
 STEPS = 50
 FACES_MODEL = "toy/faces-ddpm"
@@ -40,11 +39,6 @@ TINT, TINT_START = (0.3, -0.15, -0.15), 25  # a full-image tint from step 0 satu
 def _save(folder: Path, name: str, image: Image.Image, recipe: dict | None = None) -> str:
     save_png(image, folder / name, recipe)
     return name
-
-
-def _save_tensor(folder: Path, name: str, pixels: torch.Tensor) -> str:
-    """Save a 1×3×H×W image in [0, 1]."""
-    return _save(folder, name, tensor_to_pil(pixels[0] * 2 - 1))
 
 
 def _pixel_error(a: Image.Image, b: Image.Image) -> float:
@@ -64,10 +58,10 @@ def run_demo(out: str | Path = "demo-output", progress: bool = True, log=print) 
         timings[name] = round(time.perf_counter() - began, 2)
         return result
 
-    faces_model, faces = load_model(FACES_MODEL, device="cpu"), _toy_faces()
-    rows = [timed("ddpm_faces", lambda: _pixel_ddpm_row(folder, faces_model, faces, progress, log)),
+    faces_editor, faces = _editor(DDPMEditor, FACES_MODEL, progress), _toy_faces()
+    rows = [timed("ddpm_faces", lambda: _pixel_ddpm_row(folder, faces_editor, faces, log)),
             timed("ddpm_text", lambda: _text_row(folder, photo, progress, log)),
-            *_face_direction_rows(folder, faces_model, faces.images, log, timed),
+            *_face_direction_rows(folder, faces_editor.model, faces.images, log, timed),
             timed("rdm", lambda: _rdm_row(folder, progress, log)),
             timed("zone", lambda: _zone_row(folder, progress, log))]
     total = time.perf_counter() - start
@@ -99,19 +93,25 @@ def _intro() -> str:
     return text
 
 
+def _editor(cls, name: str, progress: bool, **companions):
+    editor = cls.from_pretrained(name, device="cpu", **companions)
+    editor.set_progress_bar_config(disable=not progress)
+    return editor
+
+
 def _toy_faces():
     from regionedit.toyworld.faces import generate_faces
 
     return generate_faces([FACE_SEED], size=64)
 
 
-def _pixel_ddpm_row(folder: Path, model, faces, progress: bool, log) -> GalleryRow:
+def _pixel_ddpm_row(folder: Path, editor: DDPMEditor, faces, log) -> GalleryRow:
     log(f"edit-friendly DDPM inversion on {FACES_MODEL} (unconditional pixel DDPM)")
-    face, hair = tensor_to_pil(faces.images[0] * 2 - 1), faces.mask("hair")
-    inversion = invert(model, face, num_inference_steps=STEPS, seed=0, progress=progress)
-    recon = ddpm_edit.reconstruct(model, inversion, progress=progress)
-    shifted = ddpm_edit.reconstruct(model, ddpm_edit.shift(inversion, dx=SHIFT, dy=0), progress=progress)
-    tinted = ddpm_edit.reconstruct(model, ddpm_edit.tint(inversion, TINT, mask=hair, start=TINT_START), progress=progress)
+    face, hair = unit_to_pil(faces.images[0]), faces.mask("hair")
+    inversion = editor.invert(face, num_inference_steps=STEPS, generator=0)
+    recon = editor.reconstruct(inversion)
+    shifted = editor.reconstruct(ddpm_edit.shift(inversion, dx=SHIFT, dy=0))
+    tinted = editor.reconstruct(ddpm_edit.tint(inversion, TINT, mask=hair, start=TINT_START))
     error = _pixel_error(recon.image, face)
     images = [
         (_save(folder, "ddpm_input.png", face), "input: a rendered toy face (64×64)"),
@@ -119,7 +119,7 @@ def _pixel_ddpm_row(folder: Path, model, faces, progress: bool, log) -> GalleryR
         (_save(folder, "ddpm_shift.png", shifted.image, shifted.recipe), f"noise maps shifted {SHIFT} px right"),
         (_save(folder, "ddpm_tint.png", tinted.image, tinted.recipe), f"hair of the noise maps tinted red from step {TINT_START}"),
     ]
-    params = {"model": model.name, "steps": STEPS, "seed": 0, "eta": 1.0, "shift": [SHIFT, 0], "tint": list(TINT),
+    params = {"model": editor.model.name, "steps": STEPS, "seed": 0, "eta": 1.0, "shift": [SHIFT, 0], "tint": list(TINT),
               "tint_mask": "the hair of the input (its label map)", "tint_start": TINT_START}
     return GalleryRow("Edit-friendly DDPM noise space: the toy faces model", images, params,
                       note="Shifting the noise maps moves the face (the model invents the vacated strip); a colour "
@@ -139,21 +139,26 @@ def _scene_edit(seed: int, action: str):
 
 
 def _mask_image(mask: torch.Tensor) -> Image.Image:
-    return tensor_to_pil(mask.reshape(1, *mask.shape[-2:]).expand(3, -1, -1).float() * 2 - 1)
+    return unit_to_pil(mask.reshape(1, *mask.shape[-2:]).expand(3, -1, -1).float())
+
+
+def _caption_edit(editor: DDPMEditor, image, source: str, target: str):
+    """The input's inversion with its caption, the reconstruction, and the edit toward ``target``
+    (the paper's skip of 36 %, scaled to the demo's step count)."""
+    inversion = editor.invert(image, prompt=source, num_inference_steps=STEPS, generator=0)
+    skip = round(STEPS * 0.36)
+    return inversion, editor.reconstruct(inversion), editor.edit(inversion, prompt=target, skip=skip), skip
 
 
 def _text_row(folder: Path, photo: Image.Image, progress: bool, log) -> GalleryRow:
     if _embedded(SCENES_T2I):
         return _toy_text_row(folder, progress, log)
     log("edit-friendly DDPM text editing on tiny/sd (latent, text-conditional)")
-    model = load_model("tiny/sd", device="cpu")
+    editor = _editor(DDPMEditor, "tiny/sd", progress)
     source, target = "a photo of a man", "a photo of a cat"
-    inversion = invert(model, photo, prompt=source, guidance_scale=3.5, num_inference_steps=STEPS, seed=0, progress=progress)
-    recon = ddpm_edit.reconstruct(model, inversion, progress=progress)
-    skip = round(STEPS * 0.36)
-    edited = ddpm_edit.edit(model, inversion, target, guidance_scale=15.0, skip=skip, progress=progress)
-    latent_error = (recon.sample - inversion.x0).abs().max().item()
-    round_trip = ddpm_edit.to_image(model, inversion.x0, inversion)
+    inversion, recon, edited, skip = _caption_edit(editor, photo, source, target)
+    latent_error = (recon.details.sample - inversion.x0).abs().max().item()
+    round_trip = ddpm_edit.to_image(editor.model, inversion.x0, inversion)
     images = [
         (_save(folder, "sd_input.png", photo), f"input: '{source}'"),
         (_save(folder, "sd_vae_round_trip.png", round_trip), "VAE decode(encode(input))"),
@@ -170,21 +175,18 @@ def _text_row(folder: Path, photo: Image.Image, progress: bool, log) -> GalleryR
 
 def _toy_text_row(folder: Path, progress: bool, log) -> GalleryRow:
     log(f"edit-friendly DDPM text editing of a toy scene on {SCENES_T2I}")
-    model = load_model(SCENES_T2I, device="cpu")
+    editor = _editor(DDPMEditor, SCENES_T2I, progress)
     edits = _scene_edit(TEXT_SEED, "change_colour")
     source, target = edits.source_caption[0], edits.target_caption[0]
-    scene = tensor_to_pil(edits.source.images[0] * 2 - 1)
-    inversion = invert(model, scene, prompt=source, guidance_scale=3.5, num_inference_steps=STEPS, seed=0, progress=progress)
-    recon = ddpm_edit.reconstruct(model, inversion, progress=progress)
-    skip = round(STEPS * 0.36)
-    edited = ddpm_edit.edit(model, inversion, target, guidance_scale=15.0, skip=skip, progress=progress)
-    round_trip = ddpm_edit.to_image(model, inversion.x0, inversion)
+    scene = unit_to_pil(edits.source.images[0])
+    inversion, recon, edited, skip = _caption_edit(editor, scene, source, target)
+    round_trip = ddpm_edit.to_image(editor.model, inversion.x0, inversion)
     images = [
         (_save(folder, "sd_input.png", scene), f"input: '{source}'"),
         (_save(folder, "sd_vae_round_trip.png", round_trip), "the toy autoencoder's round trip"),
         (_save(folder, "sd_reconstruction.png", recon.image, recon.recipe), "reconstruction from the noise maps"),
         (_save(folder, "sd_edit.png", edited.image, edited.recipe), f"edit: '{target}', CFG 15, skip {skip}"),
-        (_save(folder, "sd_truth.png", tensor_to_pil(edits.target.images[0] * 2 - 1)), "ground truth of the edit"),
+        (_save(folder, "sd_truth.png", unit_to_pil(edits.target.images[0])), "ground truth of the edit"),
     ]
     return GalleryRow(f"Edit-friendly DDPM: text-based editing of a toy scene ({SCENES_T2I})", images, edited.recipe,
                       note="The noise maps of the source caption, re-used with the target caption; the rendered "
@@ -198,38 +200,30 @@ def _mean_change(edited: torch.Tensor, reference: torch.Tensor, mask: torch.Tens
 
 def _face_direction_rows(folder: Path, model, face: torch.Tensor, log, timed) -> list[GalleryRow]:
     from regionedit.masks import face_part_mask
-    from regionedit.methods.hspace_edit import start_from_image
 
-    start = start_from_image(model, face)  # the RBE code's defaults: 40-step DDIM inversion to t = 500
+    rbe, jica = RBEEditor(model), JICAEditor(model)
+    start = rbe.invert(face)  # the RBE code's defaults: 40-step DDIM inversion to t = 500
     size = tuple(face.shape[-2:])
     eyes, mouth = face_part_mask("eyes", size), face_part_mask("mouth", size)
-    _save_tensor(folder, "face_input.png", face)
-    return [timed("rbe", lambda: _rbe_row(folder, model, start, eyes, log)),
-            timed("jica", lambda: _jica_row(folder, model, start, eyes, mouth, log))]
+    _save(folder, "face_input.png", unit_to_pil(face[0]))
+    return [timed("rbe", lambda: _rbe_row(folder, rbe, start, eyes, log)),
+            timed("jica", lambda: _jica_row(folder, jica, start, eyes, mouth, log))]
 
 
-def _edit_along(model, start, directions, index: int, strength: float) -> torch.Tensor:
-    from regionedit.methods.hspace_edit import sample_with_direction, to_pixels
-
-    return to_pixels(model, start, sample_with_direction(model, start, directions.vector(index), strength))
-
-
-def _rbe_row(folder: Path, model, start, eyes: torch.Tensor, log) -> GalleryRow:
-    from regionedit.methods import rbe
-
+def _rbe_row(folder: Path, editor: RBEEditor, start, eyes: torch.Tensor, log) -> GalleryRow:
     log(f"RBE: directions for the eyes of a toy face on {FACES_MODEL}")
-    directions = rbe.discover(model, start, eyes, region_name="face:eyes", max_iterations=DEMO_ITERATIONS)
-    unedited = _edit_along(model, start, directions, 0, 0.0)
+    directions = editor.discover(start, eyes, region_name="face:eyes", max_iterations=DEMO_ITERATIONS)
+    unedited = editor.apply(start, directions, 0, 0.0)
     images = [("face_input.png", "input: a rendered toy face (64×64)"),
-              (_save_tensor(folder, "rbe_mask.png", eyes.expand(1, 3, -1, -1)), "region: face:eyes")]
+              (_save(folder, "rbe_mask.png", unit_to_pil(eyes.expand(1, 3, -1, -1)[0])), "region: face:eyes")]
     changes = {}
     for index, strength in ((0, -30.0), (0, 0.0), (0, 30.0), (1, -30.0), (1, 30.0)):
-        edited = unedited if strength == 0 else _edit_along(model, start, directions, index, strength)
+        edited = unedited if strength == 0 else editor.apply(start, directions, index, strength)
         name = f"rbe_{index}_{strength:+.0f}.png"
-        images.append((_save_tensor(folder, name, edited), f"direction {index}, γ = {strength:+.0f}"))
+        images.append((_save(folder, name, edited.image), f"direction {index}, γ = {strength:+.0f}"))
         if strength:
-            changes[f"direction {index}, γ={strength:+.0f}"] = {region: _mean_change(edited, unedited, eyes, region)
-                                                                 for region in ("inside", "outside")}
+            changes[f"direction {index}, γ={strength:+.0f}"] = {
+                region: _mean_change(edited.pixels, unedited.pixels, eyes, region) for region in ("inside", "outside")}
     report = {k: directions.report[k] for k in ("leak_before", "leak_after", "iterations", "seconds")}
     return GalleryRow(
         f"RBE: local directions for the eyes ({FACES_MODEL}, preliminary)", images,
@@ -240,20 +234,18 @@ def _rbe_row(folder: Path, model, start, eyes: torch.Tensor, log) -> GalleryRow:
     )
 
 
-def _jica_row(folder: Path, model, start, eyes: torch.Tensor, mouth: torch.Tensor, log) -> GalleryRow:
-    from regionedit.methods import jica
-
+def _jica_row(folder: Path, editor: JICAEditor, start, eyes: torch.Tensor, mouth: torch.Tensor, log) -> GalleryRow:
     log(f"JICA: joint and individual directions of the eyes and the mouth on {FACES_MODEL}")
-    directions = jica.discover(model, start, [eyes, mouth], region_names=["eyes", "mouth"],
-                               max_iterations=DEMO_ITERATIONS)
-    unedited = _edit_along(model, start, directions, 0, 0.0)
+    directions = editor.discover(start, [eyes, mouth], region_names=["eyes", "mouth"], max_iterations=DEMO_ITERATIONS)
+    unedited = editor.apply(start, directions, 0, 0.0).pixels
     both = torch.maximum(eyes, mouth)
     images = [("face_input.png", "input: a rendered toy face (64×64)")]
     changes = {}
     for label in ("joint 0", "individual eyes 0", "individual mouth 0"):
         index = directions.labels.index(label)
-        edited = _edit_along(model, start, directions, index, 30.0)
-        images.append((_save_tensor(folder, f"jica_{label.replace(' ', '_')}.png", edited), f"{label}, γ = +30"))
+        result = editor.apply(start, directions, index, 30.0)
+        edited = result.pixels
+        images.append((_save(folder, f"jica_{label.replace(' ', '_')}.png", result.image), f"{label}, γ = +30"))
         changes[label] = {"eyes": _mean_change(edited, unedited, eyes), "mouth": _mean_change(edited, unedited, mouth),
                           "elsewhere": _mean_change(edited, unedited, both, "outside")}
     return GalleryRow(
@@ -265,33 +257,26 @@ def _jica_row(folder: Path, model, start, eyes: torch.Tensor, mouth: torch.Tenso
 
 
 def _rdm_row(folder: Path, progress: bool, log) -> GalleryRow:
-    from regionedit.methods import rdm
-    from regionedit.segment import load_clip, load_segmenter
-
     toy = _embedded(SCENES_T2I)
     model_name = SCENES_T2I if toy else "tiny/sd"
     located = _embedded(SCENES_CLIPSEG) or not toy
     log(f"RDM on a toy scene with {model_name}")
-    model = load_model(model_name, device="cpu")
+    editor = _editor(RDMEditor, model_name, progress)  # with its family's segmenter and CLIP
     edits = _scene_edit(5, "change_colour")
     locate, target = edits.source_object[0], edits.target_object[0]
-    options = dict(clip=load_clip("toy/scenes-clip" if toy else "tiny/clip", "cpu"), num_inference_steps=STEPS,
-                   progress=progress)
     if located:
-        segmenter = load_segmenter(SCENES_CLIPSEG if toy else "tiny/clipseg", "cpu")
-        out = rdm.edit(model, edits.source.images, target, locate=locate, segmenter=segmenter,
-                       threshold=150 if toy else 100, **options)
+        out = editor(edits.source.images, target, locate=locate, threshold=150 if toy else 100, num_inference_steps=STEPS)
         where = f"mask located from '{locate}'"
     else:  # no toy CLIPSeg in this installation: the object's ground-truth mask stands in for it
-        out = rdm.edit(model, edits.source.images, target, mask=edits.mask[0:1].float(), **options)
+        out = editor(edits.source.images, target, mask=edits.mask[0:1].float(), num_inference_steps=STEPS)
         where = "mask: the object's ground truth (no toy CLIPSeg shipped yet)"
     images = [
-        (_save(folder, "rdm_input.png", tensor_to_pil(edits.source.images[0] * 2 - 1)), f"input: {edits.source_caption[0]}"),
-        (_save(folder, "rdm_mask.png", _mask_image(out.mask[0])), where),
+        (_save(folder, "rdm_input.png", unit_to_pil(edits.source.images[0])), f"input: {edits.source_caption[0]}"),
+        (_save(folder, "rdm_mask.png", _mask_image(out.masks["edit"][0])), where),
         (_save(folder, "rdm_output.png", out.image, out.recipe), f"'{locate}' → '{target}' (outside the mask: the input, exactly)"),
     ]
     if toy:
-        images.append((_save(folder, "rdm_truth.png", tensor_to_pil(edits.target.images[0] * 2 - 1)), "ground truth"))
+        images.append((_save(folder, "rdm_truth.png", unit_to_pil(edits.target.images[0])), "ground truth"))
     note = ("Blended latent sampling inside the mask with CFG and CLIP guidance, the background-preserving loss "
             "outside, then paste-back." if toy else
             "Random segmenter and model: the mask and the content are arbitrary; the mechanics are real.")
@@ -299,25 +284,22 @@ def _rdm_row(folder: Path, progress: bool, log) -> GalleryRow:
 
 
 def _zone_row(folder: Path, progress: bool, log) -> GalleryRow:
-    from regionedit.methods import zone
-
     toy = _embedded(SCENES_INSTRUCT)
     model_name = SCENES_INSTRUCT if toy else "tiny/ip2p"
-    partner = zone.partner_of(model_name)
+    editor = _editor(ZoneEditor, model_name, progress)  # fused with its family's partner where there is one
+    partner = editor.second_model.name if editor.second_model is not None else None
     log(f"ZONE on a toy scene with {model_name}" + (f" fused with {partner}" if partner else ""))
     edits = _scene_edit(8, "change_colour")
-    second = load_model(partner, device="cpu") if partner else None
-    out = zone.edit(load_model(model_name, device="cpu"), edits.source.images, edits.instruction[0], second_model=second,
-                    num_inference_steps=20, progress=progress)
+    out = editor(edits.source.images, edits.instruction[0])
     images = [
-        (_save(folder, "zone_input.png", tensor_to_pil(edits.source.images[0] * 2 - 1)), f"input: {edits.source_caption[0]}"),
-        (_save(folder, "zone_edited.png", out.edited), "instruct model's output, not localised"),
-        (_save(folder, "zone_coarse.png", _mask_image(out.coarse_mask[0])), "attention mask"),
-        (_save(folder, "zone_final_mask.png", _mask_image(out.final_mask[0])), "final mask"),
+        (_save(folder, "zone_input.png", unit_to_pil(edits.source.images[0])), f"input: {edits.source_caption[0]}"),
+        (_save(folder, "zone_edited.png", out.images["edited"]), "instruct model's output, not localised"),
+        (_save(folder, "zone_coarse.png", _mask_image(out.masks["coarse"][0])), "attention mask"),
+        (_save(folder, "zone_final_mask.png", _mask_image(out.masks["final"][0])), "final mask"),
         (_save(folder, "zone_output.png", out.image, out.recipe), f"'{edits.instruction[0]}' (outside the mask: the input)"),
     ]
     if toy:
-        images += [(_save(folder, "zone_truth.png", tensor_to_pil(edits.target.images[0] * 2 - 1)), "ground truth"),
+        images += [(_save(folder, "zone_truth.png", unit_to_pil(edits.target.images[0])), "ground truth"),
                    (_save(folder, "zone_truth_mask.png", _mask_image(edits.mask[0])), "ground-truth mask")]
     note = ("The instruction's cross-attention gives a coarse mask, refined to the segment of best Region-IoU and "
             "smoothed; the edit is pasted inside it." if toy else

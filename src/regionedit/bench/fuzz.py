@@ -498,7 +498,7 @@ def mask_cases() -> list[Case]:
                 no_complement, setup),
             batch_case("masks", f"{name}: batch rdm mask", lambda d, m=mask: {
                 "id": "a", "method": "rdm", "image": "photo.png", "mask": m(d).name, "target": "a cat",
-                "model": "tiny/sd", "params": {"num_inference_steps": 2, "clip": "none", "nerp_lpips": 0.0}}, setup),
+                "model": "tiny/sd", "params": {"num_inference_steps": 2, "clip_guidance_scale": 0, "nerp_lpips": 0.0}}, setup),
         ]
     brush_layers = {
         "brush-empty": Image.new("RGBA", (32, 32), (0, 0, 0, 0)),
@@ -561,7 +561,7 @@ def box_cases() -> list[Case]:
                 bad, _copy_photo),
             batch_case("boxes", f"{name}: batch rdm box", lambda d, b=box: {
                 "id": "a", "method": "rdm", "image": "photo.png", "box": _box_field(b), "target": "a cat",
-                "model": "tiny/sd", "params": {"num_inference_steps": 2, "clip": "none", "nerp_lpips": 0.0}}, _copy_photo),
+                "model": "tiny/sd", "params": {"num_inference_steps": 2, "clip_guidance_scale": 0, "nerp_lpips": 0.0}}, _copy_photo),
         ]
     return cases
 
@@ -718,7 +718,12 @@ def api_number_cases() -> list[Case]:
     nan, inf = math.nan, math.inf
 
     def model(state, name):
-        return state["workspace"](None).model(name)
+        from regionedit.models import load_model
+
+        models = state.setdefault("models", {})
+        if name not in models:
+            models[name] = load_model(name)
+        return models[name]
 
     def invert(d, s, **kw):
         from regionedit.core.inversion import invert as run
@@ -971,13 +976,13 @@ MANIFESTS: dict[str, bytes] = {
     "model-empty": _line(model="").encode(),
     "instruction-not-string": _line(instruction=["make", "it"]).encode(),
     "rdm-box-string": json.dumps({"id": "a", "method": "rdm", "image": "photo.png", "target": "x", "box": "1,2,3,4",
-                                  "model": "tiny/sd", "params": {"num_inference_steps": 2, "clip": "none"}}).encode(),
+                                  "model": "tiny/sd", "params": {"num_inference_steps": 2, "clip_guidance_scale": 0}}).encode(),
     "rdm-box-nan": b'{"id": "a", "method": "rdm", "image": "photo.png", "target": "x", "box": [NaN, 0, 5, 5],'
-                   b' "model": "tiny/sd", "params": {"num_inference_steps": 2, "clip": "none"}}',
+                   b' "model": "tiny/sd", "params": {"num_inference_steps": 2, "clip_guidance_scale": 0}}',
     "rdm-mask-number": json.dumps({"id": "a", "method": "rdm", "image": "photo.png", "target": "x", "mask": 5,
                                    "model": "tiny/sd"}).encode(),
     "rdm-locate-list": json.dumps({"id": "a", "method": "rdm", "image": "photo.png", "target": "x", "locate": [1],
-                                   "model": "tiny/sd", "params": {"num_inference_steps": 2, "clip": "none"}}).encode(),
+                                   "model": "tiny/sd", "params": {"num_inference_steps": 2, "clip_guidance_scale": 0}}).encode(),
     "ddpm-source-prompt-number": json.dumps({"id": "a", "method": "ddpm", "image": "photo.png", "target_prompt": "x",
                                              "source_prompt": 3, "model": "tiny/sd", "params": {"steps": 3, "skip": 1}}).encode(),
     "rbe-index-string": json.dumps({"id": "a", "method": "rbe", "image": "photo.png", "directions": "dirs.safetensors",
@@ -1183,9 +1188,9 @@ def run_campaign(root: str | Path | None = None, every: int = 1, log=None, cases
             (root / "fixtures").mkdir(exist_ok=True)
             photo().save(root / "fixtures" / "photo.png")
             state = {"fixtures": root / "fixtures"}
-    workspace_models: dict = {}
+    workspace_editors: dict = {}
     state.update(app=app, cwd=root / "cwd", tmp=root / "tmp",
-                 workspace=lambda d: app.Workspace(d.out if d is not None else root / "cwd", models=workspace_models))
+                 workspace=lambda d: app.Workspace(d.out if d is not None else root / "cwd", editors=workspace_editors))
     state["cwd"].mkdir(exist_ok=True)
     state["tmp"].mkdir(exist_ok=True)
     chosen = select(cases if cases is not None else all_cases(), every)

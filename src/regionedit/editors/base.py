@@ -68,7 +68,9 @@ class Editor:
     def from_pretrained(cls, name_or_folder: str | None = None, *, device: torch.device | str | None = None,
                         dtype: torch.dtype | None = None, allow_pickle: bool = False, **companions) -> Editor:
         """Load the model (a hub id, a diffusers folder, ``toy/…`` or ``tiny/…``; None: the embedded
-        default of the method) onto ``device`` (default: the GPU if there is one)."""
+        default of the method) onto ``device`` (default: the GPU if there is one); ``companions``:
+        the editor's own (RDM's ``segmenter`` and ``clip``, ZONE's ``second_model``, …), by default
+        those of the model's family."""
         model = load(default_name(name_or_folder, cls.task), device, dtype, allow_pickle)
         return cls(model, allow_pickle=allow_pickle, **companions)
 
