@@ -65,7 +65,7 @@ def test_readme_has_one_snippet_per_method_of_at_most_five_lines():
         assert any(f"{name}.from_pretrained" in s for s in snippets)
 
 
-@pytest.mark.timeout(1800)  # a few minutes alone; the whole suite on 2 busy cores can triple it
+@pytest.mark.timeout(1800)  # seconds alone, but many minutes on 2 cores shared with training jobs
 @pytest.mark.parametrize("index", range(1, 7), ids=["ddpm-pixel", "ddpm-text", "rbe", "jica", "rdm", "zone"])
 def test_readme_snippet_runs(index, toy_scene_models, face, scene, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
