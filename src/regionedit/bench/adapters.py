@@ -72,32 +72,6 @@ class ZoneMethod:
         return outputs
 
 
-class InstructBaseline:
-    """The plain instruct model: its output as is, no localisation (InstructPix2Pix's behaviour)."""
-
-    name = "instruct"
-
-    def __init__(self, world: str, model: str = "toy/scenes-instruct", device: str | None = None,
-                 num_inference_steps: int = 20, guidance_scale: float = 7.5, image_guidance_scale: float = 1.5, seed: int = 0):
-        if world != "scenes":
-            raise RegionEditError("the instruct baseline is benchmarked on scenes")
-        self.model = load_model(model, device=device)
-        self.settings = (num_inference_steps, guidance_scale, image_guidance_scale, seed)
-
-    def edit(self, items: Sequence[BenchItem]) -> list[MethodOutput]:
-        """All items in one batched sampling run (each image's noise from the seed alone, so the
-        result of an item does not depend on its batch)."""
-        from regionedit.methods.zone import fused_sampling
-
-        steps, text, image_guidance, seed = self.settings
-        fitted = [self.model.fit_image(item.image.unsqueeze(0)) for item in items]
-        pixels = torch.cat([p for p, _ in fitted])
-        sample, _ = fused_sampling(self.model, None, [item.instruction for item in items], pixels, torch.zeros(len(items)),
-                                   steps, text, image_guidance, 0.0, [seed] * len(items), None, False)
-        edited = (self.model.decode(sample) + 1) / 2
-        return [MethodOutput(fit.crop(edited[i : i + 1])[0].cpu()) for i, (_, fit) in enumerate(fitted)]
-
-
 class CaptionEdit:
     """Text-based editing of a toy scene by its captions (a toy PIE-Bench): invert the source with
     its caption, edit toward the target caption. ``variant``: ``ddpm`` (edit-friendly noise maps,

@@ -41,6 +41,14 @@ __all__ = [
 ]
 
 
+def _is_clipseg_folder(name: str) -> bool:
+    import json
+    from pathlib import Path
+
+    config = Path(name) / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get("model_type") == "clipseg"
+
+
 def bench_toymodels(names: list[str], device=None, count: int | None = None, split: str = "benchmark") -> dict:
     """Measure each model's bar figures. ``names``: embedded ``toy/…`` names, or model folders (a
     training run that is not shipped, e.g. an ablation) measured as their kind of model is.
@@ -56,7 +64,7 @@ def bench_toymodels(names: list[str], device=None, count: int | None = None, spl
             continue
         if name == "toy/scenes-clip":
             figures = eval_clip(load_clip(name, device), count or 100)
-        elif name == "toy/scenes-clipseg":
+        elif name == "toy/scenes-clipseg" or _is_clipseg_folder(name):
             figures = eval_clipseg(load_segmenter(name, device), count or 200)
         else:
             model = load_model(name, device=device)

@@ -124,7 +124,7 @@ def decide_action(model, instruction: str, classifier: ActionClassifier | None) 
         return ActionDecision(keyword_action(instruction), None, "keywords")
     if classifier.model_name != model.name:
         raise RegionEditError(f"this action classifier was trained on {classifier.model_name!r}'s text embeddings, "
-                              f"not {model.name!r}: train one with `regionedit zone train-classifier --model {model.name}`")
+                              f"not {model.name!r}: train one for this model with `train_classifier` (CLI: `regionedit train-classifier --model {model.name}`)")
     return classifier.decide(model, instruction)
 
 

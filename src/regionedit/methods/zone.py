@@ -2,7 +2,7 @@
 
 Algorithm:
 1. Action: change / add / remove from the instruction (MLP on the text embedding; keyword rule where
-   no classifier fits the model or it is unsure).
+   no classifier is given or it is unsure; a classifier trained for another model is refused).
 2. Fused instruct models: both denoise from the same latent with three-branch guidance (text 7.5,
    image 1.5, 20 steps); after every step z = (z_1 + β z_2)/(1+β), β = 0.2 for remove, 0.01 else.
 3. Localise: the first instruct model's cross-attention maps, averaged over heads and all steps at
