@@ -10,9 +10,9 @@ from regionedit.cli.common import (
     add_command,
     add_model_options,
     check_prompt,
+    device,
+    dtype,
     fit_notes,
-    load_model,
-    max_side,
     pair,
     read_image,
     resolve_mask,
@@ -28,14 +28,25 @@ def _add_start_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-side", type=int, help=MAX_SIDE_HELP)
 
 
-def _start(args: argparse.Namespace, model, image, num_inference_steps: int, timestep: int):
-    from regionedit.methods.hspace_edit import start_from_image
+def _editor(args: argparse.Namespace):
+    """The RBE or JICA editor of --model, on --device and --dtype."""
+    from regionedit.editors import JICAEditor, RBEEditor
 
-    check_prompt(model, args.prompt, "--prompt")
-    start = start_from_image(model, image, timestep=timestep, num_inference_steps=num_inference_steps,
-                             inversion=args.inversion, prompt=args.prompt, seed=args.seed,
-                             max_side=max_side(args, model))
-    fit_notes(start.fit, model)
+    editor = (RBEEditor if args.method == "rbe" else JICAEditor).from_pretrained(
+        args.model, device=device(args), dtype=dtype(args), allow_pickle=args.allow_pickle)
+    editor.set_progress_bar_config(disable=args.quiet)
+    return editor
+
+
+def _start(args: argparse.Namespace, editor, image, num_inference_steps: int, timestep: int):
+    """The image at ``timestep`` (the editor's :meth:`invert`), with the CLI's checks and notes."""
+    from regionedit import checks
+
+    check_prompt(editor.model, args.prompt, "--prompt")
+    checks.seed(args.seed)
+    start = editor.invert(image, timestep=timestep, num_inference_steps=num_inference_steps, inversion=args.inversion,
+                          prompt=args.prompt, generator=args.seed, max_side=args.max_side)
+    fit_notes(start.fit, editor.model)
     return start
 
 
@@ -70,21 +81,21 @@ def add_discover(discovers) -> None:
 
 def cmd_discover(args: argparse.Namespace) -> int:
     from regionedit.images import check_output_path
-    from regionedit.methods import jica, rbe
 
     check_output_path(args.output, [args.image] + args.mask)
     if args.method == "rbe" and len(args.mask) != 1:
         raise RegionEditError(f"RBE takes one --mask, got {len(args.mask)} (JICA takes several)")
     image = read_image(args.image)
-    model = load_model(args)
-    masks = [resolve_mask(args, spec, image, model, args.method.upper()).mask for spec in args.mask]
-    start = _start(args, model, image, args.steps, args.timestep)
-    common = dict(space=args.space, max_iterations=args.max_iterations, tolerance=args.tolerance, jvp=args.jvp, seed=args.seed)
+    editor = _editor(args)
+    masks = [resolve_mask(args, spec, image, editor.model, args.method.upper()).mask for spec in args.mask]
+    start = _start(args, editor, image, args.steps, args.timestep)
+    search = dict(space=args.space, max_iterations=args.max_iterations, tolerance=args.tolerance, jvp=args.jvp,
+                  generator=args.seed)
     if args.method == "rbe":
-        directions = rbe.discover(model, start, masks[0], k=args.k, complement_rank=args.r, region_name=args.mask[0], **common)
+        directions = editor.discover(start, masks[0], k=args.k, complement_rank=args.r, region_name=args.mask[0], **search)
     else:
-        directions = jica.discover(model, start, masks, region_names=args.mask, svd_rank=args.svd_rank,
-                                   joint_rank=args.joint_rank, individual_rank=args.individual_rank, **common)
+        directions = editor.discover(start, masks, region_names=args.mask, svd_rank=args.svd_rank,
+                                     joint_rank=args.joint_rank, individual_rank=args.individual_rank, **search)
     directions.save(args.output)
     report = directions.report
     print(f"wrote {args.output}: {len(directions)} directions ({', '.join(directions.labels)}) in {report['seconds']} s")
@@ -112,37 +123,31 @@ def add_edit(methods) -> None:
 
 
 def cmd_edit_directions(args: argparse.Namespace) -> int:
-    from PIL import Image
-
     from regionedit import __version__
-    from regionedit.images import check_output_path, save_png, tensor_to_pil
+    from regionedit.images import check_output_path, save_png
     from regionedit.methods.directions import Directions
-    from regionedit.methods.hspace_edit import h_shape, sample_with_direction, to_pixels
 
     check_output_path(args.output, [args.image, args.directions])
     directions = Directions.load(args.directions)
     if directions.method != args.method:
         raise RegionEditError(f"{args.directions} holds {directions.method.upper()} directions; use `regionedit edit {directions.method}`")
-    vector = directions.vector(args.index)
+    directions.vector(args.index)  # a bad --index fails before the model loads
     image = read_image(args.image)
-    model = load_model(args)
-    start = _start(args, model, image, directions.num_inference_steps, directions.timestep)
-    directions.check_compatible(model.name, h_shape(model, start) if directions.space == "h" else tuple(start.x_t.shape[1:]))
-    strengths = pair(args.strengths, "--strengths", 0) if args.strip else (args.strength,)
-    frames = []
-    for strength in strengths:
-        sample = sample_with_direction(model, start, vector, strength, directions.space, eta=args.eta,
-                                       asymmetric=args.asymmetric, seed=args.seed)
-        frames.append(tensor_to_pil(to_pixels(model, start, sample)[0] * 2 - 1))
-    result = frames[0]
-    if len(frames) > 1:
-        result = Image.new("RGB", (sum(f.width for f in frames), frames[0].height))
-        for i, frame in enumerate(frames):
-            result.paste(frame, (i * frame.width, 0))
-    recipe = {"method": directions.method, "version": __version__, "model": model.name, "input": Path(args.image).name,
+    editor = _editor(args)
+    if directions.model != editor.model.name:  # before inverting: another model's schedule may miss their timestep
+        raise RegionEditError(f"these directions were found with model {directions.model!r}, not {editor.model.name!r}")
+    start = _start(args, editor, image, directions.num_inference_steps, directions.timestep)
+    options = dict(eta=args.eta, asymmetric=args.asymmetric, generator=args.seed)
+    if args.strip:
+        strengths = pair(args.strengths, "--strengths", 0)
+        out = editor.strip(start, directions, args.index, strengths, **options)
+    else:
+        strengths = (args.strength,)
+        out = editor.apply(start, directions, args.index, args.strength, **options)
+    recipe = {"method": directions.method, "version": __version__, "model": editor.model.name, "input": Path(args.image).name,
               "directions": Path(args.directions).name, "index": args.index, "label": directions.labels[args.index],
               "strengths": list(strengths), "timestep": directions.timestep, "eta": args.eta,
               "asymmetric": args.asymmetric, "inversion": args.inversion, "seed": args.seed}
-    save_png(result, args.output, recipe)
+    save_png(out.image, args.output, recipe)
     print(f"wrote {args.output}")
     return 0
