@@ -10,10 +10,8 @@ from regionedit.cli.common import (
     add_command,
     add_model_options,
     check_nonnegative,
-    companion,
     device,
-    load_model,
-    max_side,
+    dtype,
     note,
     pair,
     read_image,
@@ -62,40 +60,37 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def cmd_edit_rdm(args: argparse.Namespace) -> int:
-    from regionedit.images import save_png
+    from regionedit import checks
+    from regionedit.editors import RDMEditor
+    from regionedit.images import mask_to_pil, save_png
     from regionedit.masks import box_mask
-    from regionedit.methods import rdm
-    from regionedit.segment import load_clip, load_segmenter
 
     _check_flags(args)
     image = read_image(args.image)
     mask = None
     if args.box:
         mask = box_mask(pair(args.box, "--box", 4), image.size)
-    chosen = device(args)
-    model = load_model(args)
+    editor = RDMEditor.from_pretrained(args.model, device=device(args), dtype=dtype(args), allow_pickle=args.allow_pickle,
+                                       segmenter=args.segmenter or "auto", clip=args.clip or "auto")
+    editor.set_progress_bar_config(disable=args.quiet)
     if args.mask:
-        mask = resolve_mask(args, args.mask, image, model, "RDM")
-    segmenter = None
+        mask = resolve_mask(args, args.mask, image, editor.model, "RDM")
+    clip_scale = 0.0 if editor.clip is None else args.clip_scale  # --clip none: no CLIP guidance
     if args.locate:
-        segmenter = load_segmenter(args.segmenter or companion(args.model, 0), chosen, args.allow_pickle)
-    clip_name = args.clip or companion(args.model, 1)
-    clip = None if clip_name == "none" or args.clip_scale == 0 else load_clip(clip_name, chosen, args.allow_pickle)
-    side = max_side(args, model)
-    if max(image.size) > side and mask is not None:
+        editor.loaded_segmenter()
+    editor.loaded_clip(clip_scale)  # the companions load (or fail) before any note
+    if max(image.size) > editor.max_side(args.max_side) and mask is not None:
         note("the mask is downscaled with the image")
-    output = rdm.edit(
-        model, image, args.target, locate=args.locate, mask=mask, segmenter=segmenter, clip=clip,
-        num_inference_steps=args.steps, guidance_scale=args.cfg, threshold=args.threshold, dilation=args.dilate,
-        clip_guidance_scale=args.clip_scale if clip is not None else 0.0, cutouts=args.cutouts, nerp_mse=args.nerp_mse,
-        nerp_lpips=args.nerp_lpips, paste_back=not args.no_paste_back, feather=args.feather, eta=args.eta,
-        seed=args.seed, max_side=side, progress=not args.quiet,
+    checks.seed(args.seed)  # named as before (the editor would say generator)
+    out = editor(
+        image, args.target, locate=args.locate, mask=mask, num_inference_steps=args.steps, guidance_scale=args.cfg,
+        threshold=args.threshold, dilation=args.dilate, clip_guidance_scale=clip_scale, cutouts=args.cutouts,
+        nerp_mse=args.nerp_mse, nerp_lpips=args.nerp_lpips, paste_back=not args.no_paste_back, feather=args.feather,
+        eta=args.eta, generator=args.seed, max_side=args.max_side,
     )
-    save_png(output.image, args.output, {**output.recipe, "input": Path(args.image).name})
+    save_png(out.image, args.output, {**out.recipe, "input": Path(args.image).name})
     if args.mask_out:
-        from regionedit.images import tensor_to_pil
-
-        save_png(tensor_to_pil(output.mask[0].expand(3, -1, -1) * 2 - 1).convert("L"), args.mask_out)
-    psnr = "" if not args.no_paste_back else f" (background PSNR {output.background_psnr:.1f} dB without paste-back)"
+        save_png(mask_to_pil(out.masks["edit"]), args.mask_out)
+    psnr = "" if not args.no_paste_back else f" (background PSNR {out.details.background_psnr:.1f} dB without paste-back)"
     print(f"wrote {args.output}{psnr}")
     return 0
