@@ -134,8 +134,7 @@ def cmd_edit_directions(args: argparse.Namespace) -> int:
     directions.vector(args.index)  # a bad --index fails before the model loads
     image = read_image(args.image)
     editor = _editor(args)
-    if directions.model != editor.model.name:  # before inverting: another model's schedule may miss their timestep
-        raise RegionEditError(f"these directions were found with model {directions.model!r}, not {editor.model.name!r}")
+    directions.check_model(editor.model.name)
     start = _start(args, editor, image, directions.num_inference_steps, directions.timestep)
     options = dict(eta=args.eta, asymmetric=args.asymmetric, generator=args.seed)
     if args.strip:

@@ -109,6 +109,7 @@ class DirectionsEditor(Editor):
         directions found with another model, at another size or by another method."""
         if directions.method != self.method.lower():
             raise RegionEditError(f"these are {directions.method.upper()} directions; use the {directions.method.upper()} editor")
+        directions.check_model(self.model.name)
         if isinstance(image, EditStart):
             start = image
             if start.timestep != directions.timestep or len(start.schedule) != directions.num_inference_steps:

@@ -84,10 +84,15 @@ class Directions:
             return "ranks, report or regions have the wrong type"
         return None
 
-    def check_compatible(self, model_name: str, shape: tuple[int, ...]) -> None:
-        """Refuse directions made for another model or another sample size."""
+    def check_model(self, model_name: str) -> None:
+        """Refuse directions made for another model (before any inversion: another model's schedule
+        may not even have their timestep)."""
         if self.model != model_name:
             raise RegionEditError(f"these directions were found with model {self.model!r}, not {model_name!r}")
+
+    def check_compatible(self, model_name: str, shape: tuple[int, ...]) -> None:
+        """Refuse directions made for another model or another sample size."""
+        self.check_model(model_name)
         if tuple(self.vectors.shape[1:]) != tuple(shape):
             raise RegionEditError(
                 f"these directions have shape {tuple(self.vectors.shape[1:])} but this image gives "

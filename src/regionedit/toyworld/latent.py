@@ -38,7 +38,7 @@ from regionedit.toyworld.streams import (
     render_scene_images,
     token_ids,
 )
-from regionedit.toyworld.training import Budget, Trainer
+from regionedit.toyworld.training import Budget, Trainer, forward_noise
 
 LATENT_SIZE, LATENT_CHANNELS = 16, 4
 
@@ -207,12 +207,8 @@ def latent_diffusion_loss(unet, alphas: torch.Tensor, edit_weight: float = 1.0, 
     carries an edit region, by ``edit_weight`` inside it."""
 
     def loss_of(batch: LatentBatch) -> torch.Tensor:
-        x0 = batch.x0
-        noise = torch.randn_like(x0)
-        t = torch.randint(0, len(alphas), (len(x0),), device=x0.device)
-        a = alphas[t].view(-1, 1, 1, 1)
-        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        v = a.sqrt() * noise - (1 - a).sqrt() * x0
+        t, a, noise, x_t = forward_noise(batch.x0, alphas)
+        v = a.sqrt() * noise - (1 - a).sqrt() * batch.x0
         model_input = x_t if batch.source is None else torch.cat([x_t, batch.source], dim=1)
         prediction = unet(model_input, t, encoder_hidden_states=batch.text).sample.float()
         error = (prediction - v) ** 2

@@ -95,15 +95,19 @@ class Trainer:
         return self.step_count
 
 
+def forward_noise(x0: torch.Tensor, alphas: torch.Tensor):
+    """q(x_t | x_0) at a uniformly drawn timestep: (t, ᾱ_t shaped for broadcasting, ε, x_t)."""
+    noise = torch.randn_like(x0)
+    t = torch.randint(0, len(alphas), (len(x0),), device=x0.device)
+    a = alphas[t].view(-1, 1, 1, 1)
+    return t, a, noise, a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
 def diffusion_loss(unet, alphas: torch.Tensor):
     """ε-prediction MSE at a uniformly drawn timestep."""
 
     def loss_of(batch: DiffusionBatch) -> torch.Tensor:
-        x0 = batch.x0
-        noise = torch.randn_like(x0)
-        t = torch.randint(0, len(alphas), (len(x0),), device=x0.device)
-        a = alphas[t].view(-1, 1, 1, 1)
-        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        t, _, noise, x_t = forward_noise(batch.x0, alphas)
         model_input = x_t if batch.source is None else torch.cat([x_t, batch.source], dim=1)
         if batch.text is None:
             prediction = unet(model_input, t).sample
