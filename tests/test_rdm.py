@@ -46,8 +46,8 @@ def test_paste_back_keeps_every_pixel_outside_the_mask(sd_model, scene, clip):
         outside = out.mask.expand_as(result) == 0
         assert torch.equal((result * 255).round()[outside], (image * 255).round()[outside])
         assert (result - image).abs()[~outside].max() > 0.05  # something was generated inside
-    raw = rdm.edit(sd_model, image, target, mask=mask, clip=None, num_inference_steps=STEPS, paste_back=False,
-                   nerp_mse=0, progress=False)
+    raw = rdm.edit(sd_model, image, target, mask=mask, clip=None, clip_guidance_scale=0, num_inference_steps=STEPS,
+                   paste_back=False, nerp_mse=0, progress=False)
     assert raw.background_psnr < 100 and (as_unit(raw.image) - image).abs().max() > 0.05
 
 
@@ -68,7 +68,7 @@ def test_positioning_text_that_matches_nothing(sd_model, scene):
     blind = load_segmenter("tiny/clipseg", "cpu")
     with torch.no_grad():
         blind.model.decoder.transposed_convolution.bias.fill_(-1e4)  # every pixel scores 0
-    with pytest.raises(RegionEditError, match=r"matched nothing .* lower --threshold or give --mask / --box"):
+    with pytest.raises(RegionEditError, match=r"matched nothing .* lower the threshold or give a mask \(CLI: --threshold, --mask / --box\)"):
         rdm.edit(sd_model, image, target, locate="the ball", segmenter=blind, progress=False)
 
 
@@ -105,7 +105,8 @@ def test_inpainting_unet_reads_the_mask_and_kept_image(scene):
     seen = []
     hook = model.unet.conv_in.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[1]))
     try:
-        out = rdm.edit(model, image, target, mask=mask, num_inference_steps=3, nerp_mse=0, progress=False)
+        out = rdm.edit(model, image, target, mask=mask, num_inference_steps=3, clip_guidance_scale=0, nerp_mse=0,
+                       progress=False)
     finally:
         hook.remove()
     assert set(seen) == {9}
@@ -116,8 +117,8 @@ def test_inpainting_unet_reads_the_mask_and_kept_image(scene):
 
 def test_latent_blending_keeps_the_sample_outside_the_mask_at_the_original(sd_model, scene):
     image, mask, _, target = scene
-    out = rdm.edit(sd_model, image, target, mask=mask, num_inference_steps=STEPS, nerp_mse=0, paste_back=False,
-                   progress=False)
+    out = rdm.edit(sd_model, image, target, mask=mask, num_inference_steps=STEPS, clip_guidance_scale=0, nerp_mse=0,
+                   paste_back=False, progress=False)
     pixels, _ = sd_model.fit_image(image)
     x0 = sd_model.encode(pixels)
     outside = (torch.nn.functional.adaptive_max_pool2d(mask, x0.shape[-2:]) == 0).expand_as(x0)
@@ -137,6 +138,8 @@ def test_bad_inputs(sd_model, pixel_model, scene):
         rdm.edit(sd_model, image, target, mask=torch.zeros_like(mask), progress=False)
     with pytest.raises(RegionEditError, match="≥ 0"):
         rdm.edit(sd_model, image, target, mask=mask, clip_guidance_scale=-1, progress=False)
+    with pytest.raises(RegionEditError, match="clip_guidance_scale is 150 but no CLIP model was given"):
+        rdm.edit(sd_model, image, target, mask=mask, progress=False)
 
 
 @pytest.fixture

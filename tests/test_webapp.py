@@ -52,6 +52,9 @@ def server(tmp_path_factory):
     process.wait(timeout=30)
 
 
+WAIT_MS = 120_000
+
+
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -64,6 +67,9 @@ def browser():
 @pytest.fixture
 def page(browser, server):
     page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    # Waits are for a server that may share 2 cores with other jobs: a 30 s default timed out under
+    # load (never on an idle machine), so every wait allows 2 minutes.
+    page.set_default_timeout(WAIT_MS)
     page.goto(server[0])
     page.wait_for_selector("#input-editor")
     yield page
@@ -79,13 +85,13 @@ def scene_file(tmp_path_factory):
 
 def upload(page, path):
     page.locator("#upload-file input[type=file]").set_input_files(str(path))
-    page.wait_for_function("document.querySelector('#status').innerText.includes('loaded')", timeout=30000)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('loaded')", timeout=WAIT_MS)
 
 
 def result_image(page, previous: str | None = None) -> Image.Image:
     page.wait_for_function(
         "prev => { const img = document.querySelector('#result img'); return img && img.src && img.src !== prev; }",
-        arg=previous, timeout=120000)
+        arg=previous, timeout=WAIT_MS)
     src = page.locator("#result img").get_attribute("src")
     return Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")
 
@@ -97,7 +103,7 @@ def set_slider(page, elem_id: str, value: int):
 
 
 def toasts(page) -> str:
-    page.wait_for_selector(".toast-body", timeout=30000)
+    page.wait_for_selector(".toast-body", timeout=WAIT_MS)
     return " ".join(t.inner_text() for t in page.locator(".toast-body").all())
 
 
@@ -130,10 +136,10 @@ def test_zone_turns_and_undo(page, scene_file):
     page.wait_for_function("document.querySelector('#status').innerText.includes('1. make the ball blue')")
     page.locator("#zone-instruction textarea").fill("remove the tree")
     page.locator("#zone-apply").click()
-    page.wait_for_function("document.querySelector('#status').innerText.includes('2. remove the tree')", timeout=120000)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('2. remove the tree')", timeout=WAIT_MS)
     assert page.locator("#downloads a").count() == 3  # PNG, mask, RGBA layer
     page.locator("#zone-undo").click()
-    page.wait_for_function("!document.querySelector('#status').innerText.includes('2. remove')", timeout=30000)
+    page.wait_for_function("!document.querySelector('#status').innerText.includes('2. remove')", timeout=WAIT_MS)
     assert first.size == (64, 64)
     page.screenshot(path=str(ARTIFACTS / "webapp-zone.png"), full_page=True)
 
@@ -146,14 +152,14 @@ def test_ddpm_reuses_the_inversion_and_directions_follow_the_slider(page, scene_
     set_slider(page, "ddpm-steps", 10)
     set_slider(page, "ddpm-skip", 3)
     page.locator("#ddpm-run").click()
-    page.wait_for_function("document.querySelector('#status').innerText.includes('image inverted')", timeout=120000)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('image inverted')", timeout=WAIT_MS)
     page.locator("#ddpm-run").click()
-    page.wait_for_function("document.querySelector('#status').innerText.includes('inversion reused')", timeout=120000)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('inversion reused')", timeout=WAIT_MS)
     page.get_by_role("tab", name="RBE / JICA (directions)").click()
     page.locator("#dir-regions textarea").fill("face:eyes")
     set_slider(page, "dir-iterations", 3)
     page.locator("#dir-discover").click()
-    page.wait_for_function("document.querySelector('#status').innerText.includes('RBE: 3 directions')", timeout=120000)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('RBE: 3 directions')", timeout=WAIT_MS)
     before = page.locator("#result img").get_attribute("src") if page.locator("#result img").count() else None
     set_slider(page, "dir-strength", 20)
     page.locator("#dir-strength input[type=range]").dispatch_event("pointerup")

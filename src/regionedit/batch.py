@@ -483,7 +483,7 @@ def run_ray(manifest: str | Path, out: str | Path, device: str | None = None, ba
         import ray
         import ray.data
     except ImportError:
-        raise RegionEditError("--engine ray needs Ray: pip install 'regionedit[ray]'") from None
+        raise RegionEditError("the Ray engine needs Ray: pip install 'regionedit[ray]'") from None
     _check_batch_size(batch_size)
     jobs, problems = read_manifest(manifest)
     for problem in problems:

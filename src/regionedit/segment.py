@@ -68,7 +68,7 @@ class TextSegmenter:
         if mask.sum() == 0:
             raise RegionEditError(
                 f"positioning text {text!r} matched nothing (best score {scores.max().item():.0f}/255 < threshold "
-                f"{threshold:g}): lower --threshold or give --mask / --box"
+                f"{threshold:g}): lower the threshold or give a mask (CLI: --threshold, --mask / --box)"
             )
         return TextMask(dilate(mask, dilation), scores.cpu(), text, threshold)
 

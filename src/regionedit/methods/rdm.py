@@ -81,7 +81,8 @@ def region_mask(model: DiffusionModel, working: torch.Tensor, locate: str | None
     if mask is not None:
         return dilate(resize(mask.float(), size).to(model.device), dilation), None
     if segmenter is None or locate is None:
-        raise RegionEditError("RDM needs a positioning text and a segmenter (--locate), or a mask (--mask / --box)")
+        raise RegionEditError("RDM needs a positioning text (locate) and a text segmenter, or a mask "
+                              "(CLI: --locate, or --mask / --box)")
     located = segmenter.locate(from_model_range(working), locate, threshold, dilation)
     return located.mask.to(model.device), located.scores
 
@@ -134,6 +135,9 @@ def edit(
     if given is not None and given.scores is not None:
         scores = given.scores  # at the input's size
     check_region(region, "the edit region")
+    if clip is None and clip_guidance_scale > 0:  # the paper's guidance is on by default: never drop it silently
+        raise RegionEditError(f"clip_guidance_scale is {clip_guidance_scale:g} but no CLIP model was given: pass clip=... "
+                              "or set clip_guidance_scale=0")
     padded_size = (fit.padded_size[1], fit.padded_size[0])
     region_padded = pad_to(region, padded_size)
 

@@ -222,7 +222,7 @@ def unavailable(name: str, location: str, exc: Exception, is_hub: bool, offline:
     """One line on why a model could not be loaded and what to do."""
     text = " ".join(str(exc).split())
     if "safetensors" in text.lower() and safetensors_only:
-        return f"model {name!r} has no safetensors weights; if you trust its source, load pickled weights with --allow-pickle"
+        return f"model {name!r} has no safetensors weights; if you trust its source, load pickled weights with allow_pickle=True (CLI: --allow-pickle)"
     if is_hub:
         where = "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if offline else "it could not be fetched from the hub"
         return (

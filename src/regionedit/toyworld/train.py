@@ -65,7 +65,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     ``decoder_only`` (scenes-vae with ``resume``): tune the decoder alone, so the latents, and the
     diffusion models trained on them, stay valid (as SD's ft-MSE autoencoder was made)."""
     if decoder_only and not (name == "scenes-vae" and resume):
-        raise RegionEditError("--decoder-only tunes an existing autoencoder: use it with scenes-vae --resume")
+        raise RegionEditError("decoder_only tunes an existing autoencoder: use it with scenes-vae and resume (CLI: --decoder-only --resume)")
     if name not in TRAINABLE:
         raise RegionEditError(f"unknown trainable model {name!r} (trainable: {', '.join(TRAINABLE)})")
     log = log or (lambda message: None)
