@@ -122,6 +122,27 @@ def test_resume_continues_from_the_folder_and_chains_the_history(tmp_path, capsy
     assert any(not torch.equal(before[k], after[k]) for k in before)  # two more steps moved the weights
 
 
+def test_clipseg_resume_continues_from_the_saved_segmenter(trained, tmp_path):
+    import shutil
+
+    from transformers import CLIPSegForImageSegmentation
+
+    weights = tmp_path / "w"
+    for name in ("scenes-clip", "scenes-clipseg"):
+        shutil.copytree(trained / name, weights / name)
+    saved = CLIPSegForImageSegmentation.from_pretrained(weights / "scenes-clipseg")
+    with torch.no_grad():
+        saved.decoder.reduces[0].bias.fill_(7.0)  # a mark no fresh initialisation has
+    saved.save_pretrained(weights / "scenes-clipseg")
+    assert main(["toyworld", "train", "scenes-clipseg", "--resume", "--smoke", "--weights", str(weights), "-q"]) == 0
+    resumed = CLIPSegForImageSegmentation.from_pretrained(weights / "scenes-clipseg")
+    # two AdamW steps at a warming-up rate of at most 3e-4 each move a weight by far less than 0.01
+    assert torch.allclose(resumed.decoder.reduces[0].bias.float(), torch.full_like(resumed.decoder.reduces[0].bias.float(), 7.0),
+                          atol=0.01)
+    card = json.loads((weights / "scenes-clipseg" / "card.json").read_text())
+    assert len(card["history"]) == 2 and card["reproduce"].endswith("--resume")
+
+
 def test_a_checkpoint_notes_its_steps_and_resume_reads_it_first(tmp_path):
     from regionedit.toyworld.train import _checkpointer, _progress
 
@@ -146,6 +167,10 @@ def test_bars_need_every_action_and_the_remove_model_must_beat_the_main_one():
     assert meets_bar("toy/scenes-instruct", {"edit_success": {"add": 0.9, "remove": 0.7, "overall": 0.85}}) is False
     assert meets_bar("toy/scenes-instruct", {"edit_success": {"add": 0.9, "remove": 0.8, "overall": 0.85}}) is True
     assert meets_bar("toy/scenes-clip", {"error": "x"}) is None
+    # CLIPSeg: IoU on present objects and empty masks for absent ones, both
+    assert meets_bar("toy/scenes-clipseg", {"mean_iou": 0.85, "absent_empty_share": 0.95}) is True
+    assert meets_bar("toy/scenes-clipseg", {"mean_iou": 0.85, "absent_empty_share": 0.5}) is False
+    assert meets_bar("toy/scenes-clipseg", {"mean_iou": 0.5, "absent_empty_share": 0.95}) is False
     remove, main = {"edit_success": {"remove": 0.7}}, {"edit_success": {"remove": 0.6}}
     assert meets_bar("toy/scenes-instruct-remove", remove, main) is True  # beats the main model on removals
     assert meets_bar("toy/scenes-instruct-remove", main, remove) is False

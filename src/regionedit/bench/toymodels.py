@@ -65,7 +65,7 @@ def bench_toymodels(names: list[str], device=None, count: int | None = None, spl
         if name == "toy/scenes-clip":
             figures = eval_clip(load_clip(name, device), count or 100)
         elif name == "toy/scenes-clipseg" or _is_clipseg_folder(name):
-            figures = eval_clipseg(load_segmenter(name, device), count or 200)
+            figures = eval_clipseg(load_segmenter(name, device), count or 200, split=split)
         else:
             model = load_model(name, device=device)
             if model.is_instruct:

@@ -24,6 +24,7 @@ BARS = {
 }
 
 
+CLIPSEG_MIN_ABSENT_EMPTY = 0.9  # and CLIPSeg leaves the mask empty for a phrase naming an absent kind
 INSTRUCT_MAX_BACKGROUND_L1 = 0.03  # and the instruct model keeps the background before any paste-back
 # The remove model has no absolute bar: it must beat the main instruct model on removals.
 MAIN_INSTRUCT, REMOVE_INSTRUCT = "toy/scenes-instruct", "toy/scenes-instruct-remove"
@@ -44,6 +45,8 @@ def meets_bar(name: str, figures: dict, main: dict | None = None) -> bool | None
     value = figures[figure]
     if name == MAIN_INSTRUCT and "background_l1" in figures and figures["background_l1"]["overall"] > INSTRUCT_MAX_BACKGROUND_L1:
         return False
+    if name == "toy/scenes-clipseg" and (figures.get("absent_empty_share") or 0) < CLIPSEG_MIN_ABSENT_EMPTY:
+        return False
     if isinstance(value, dict):
         return all(v >= minimum for k, v in value.items() if k != "overall")
     return value >= minimum
@@ -63,6 +66,9 @@ def _shortfall(name: str, evaluation: dict) -> str:
         text = f"{figure} below {minimum} for {below}" if below else ""
     else:
         text = f"{figure} {value} < {minimum}"
+    empty = evaluation.get("absent_empty_share")
+    if name == "toy/scenes-clipseg" and (empty or 0) < CLIPSEG_MIN_ABSENT_EMPTY:
+        text += ("; " if text else "") + f"empty masks for absent objects {empty} < {CLIPSEG_MIN_ABSENT_EMPTY}"
     background = (evaluation.get("background_l1") or {}).get("overall")
     if name == MAIN_INSTRUCT and background is not None and background > INSTRUCT_MAX_BACKGROUND_L1:
         text += ("; " if text else "") + f"background L1 {background} > {INSTRUCT_MAX_BACKGROUND_L1}"

@@ -153,21 +153,25 @@ def eval_clip(scorer, count: int = 100) -> dict:
     return {"text_to_image_top1": round(float(top1.float().mean()), 4), "candidates": count}
 
 
-def eval_clipseg(segmenter, count: int = 200, threshold: float = 150) -> dict:
-    """Mean IoU of the located mask (scores ≥ K) with the named object's visible mask, over the
-    benchmark scenes whose phrase names a present object."""
+def eval_clipseg(segmenter, count: int = 200, threshold: float = 150, split: str = "benchmark") -> dict:
+    """Over ``count`` scenes of ``split``, each with one object phrase: the mean IoU of the located
+    mask (scores ≥ K) with the named object's visible mask where the object is present, and the share
+    of empty masks where the phrase names an absent kind."""
     from regionedit.toyworld.streams import object_phrases, phrase_masks
 
-    scenes = scenes_world.generate_scenes(split_seeds("benchmark", count))
+    scenes = scenes_world.generate_scenes(split_seeds(split, count))
     phrases, slots = object_phrases(scenes.params, torch.Generator().manual_seed(0))
     masks = phrase_masks(scenes.labels, torch.tensor(slots))
-    ious = []
+    ious, empty = [], []
     for i, (phrase, mask) in enumerate(zip(phrases, masks, strict=True)):
+        located = (segmenter.scores(scenes.images[i : i + 1], phrase) >= threshold).float().cpu()
         if slots[i] < 0:
-            continue
-        scores = segmenter.scores(scenes.images[i : i + 1], phrase)
-        ious.append(float(metrics.mask_iou((scores >= threshold).float().cpu().view(1, -1), mask.view(1, -1))[0]))
-    return {"mean_iou": round(float(np.mean(ious)), 4), "count": len(ious), "threshold": threshold}
+            empty.append(float(located.sum() == 0))
+        else:
+            ious.append(float(metrics.mask_iou(located.view(1, -1), mask.view(1, -1))[0]))
+    return {"mean_iou": round(float(np.mean(ious)), 4), "count": len(ious),
+            "absent_empty_share": round(float(np.mean(empty)), 4) if empty else None, "absent_count": len(empty),
+            "threshold": threshold, "split": split}
 
 
 def sample_seconds(model, steps: int = 20, threads: int = 2) -> float:
