@@ -113,6 +113,14 @@ def load_model(args: argparse.Namespace):
     return load(args.model, device=device(args), dtype=dtype(args), allow_pickle=args.allow_pickle)
 
 
+def load_editor(cls, args: argparse.Namespace, **companions):
+    """The editor ``cls`` of --model on --device and --dtype (``companions``: its own), with -q's progress bars."""
+    loaded = cls.from_pretrained(args.model, device=device(args), dtype=dtype(args), allow_pickle=args.allow_pickle,
+                                 **companions)
+    loaded.set_progress_bar_config(disable=args.quiet)
+    return loaded
+
+
 def companion(model_name: str, index: int) -> str:
     """The default text segmenter (0) or CLIP (1) of a diffusion model."""
     from regionedit.segment import companions
@@ -130,11 +138,6 @@ def read_image(path: str):
     return loaded.image
 
 
-def max_side(args: argparse.Namespace, model) -> int:
-    """--max-side, or the model's native size."""
-    return args.max_side or model.native_resolution
-
-
 def fit_notes(fit, model) -> None:
     if fit.working_size != fit.original_size:
         note(f"input {fit.original_size[0]}×{fit.original_size[1]} downscaled to "
@@ -144,38 +147,14 @@ def fit_notes(fit, model) -> None:
              f"{model.size_multiple} for {model.name}); outputs are cropped back")
 
 
-def mask_source(args: argparse.Namespace, spec: str, model, method: str):
-    """A --mask spec (:func:`regionedit.mask_sources.parse_mask_spec`) → its source, with the companion
-    it needs loaded: a text segmenter for text:, the family's instruct model for attention:."""
-    from dataclasses import replace
-
-    from regionedit.mask_sources import AttentionMask, TextMask, instruct_companion, parse_mask_spec
-
-    source = parse_mask_spec(spec)
-    if isinstance(source, TextMask):
-        from regionedit.segment import load_segmenter
-
-        name = (getattr(args, "segmenter", None) if method == "RDM" else None) or companion(model.name, 0)
-        threshold = args.threshold if method == "RDM" else source.threshold
-        source = replace(source, segmenter=load_segmenter(name, model.device, args.allow_pickle), threshold=threshold)
-    elif isinstance(source, AttentionMask):
-        from regionedit.models import load_model as load
-
-        name = instruct_companion(model)
-        if name is None:
-            raise RegionEditError(f"--mask {spec!r}: an attention mask needs an instruct model, and {method}'s model "
-                                  f"{model.name} ({model.conditioning}) has none to go with it: use another mask source")
-        instruct = model if name == model.name else load(name, device=model.device, dtype=model.dtype,
-                                                         allow_pickle=args.allow_pickle)
-        source = replace(source, model=instruct, seed=getattr(args, "seed", 0))
-    return source
-
-
-def resolve_mask(args: argparse.Namespace, spec: str, image, model, method: str):
-    """A --mask spec resolved on the input image (its notes printed), as a named tensor source."""
+def resolve_mask(editor, spec: str, image, seed: int, method: str | None = None, **options):
+    """A --mask spec with the companions the editor gives it (:meth:`regionedit.editors.base.Editor.mask_source`,
+    with ``options``; ``seed`` for attention:), resolved on the input image (its notes printed), as a
+    named tensor source. ``method``: the name in messages (default: the editor's)."""
     from regionedit.mask_sources import TensorMask, resolve_source
 
-    resolved = resolve_source(mask_source(args, spec, model, method), image, model, method)
+    source = editor.mask_source(spec, seed, "--mask", **options)
+    resolved = resolve_source(source, image, editor.model, method or editor.method)
     for message in resolved.notes:
         note(message)
     return TensorMask(resolved.mask, resolved.source)

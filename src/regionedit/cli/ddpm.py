@@ -13,9 +13,7 @@ from regionedit.cli.common import (
     check_positive,
     check_prompt,
     fit_notes,
-    load_model,
-    mask_source,
-    max_side,
+    load_editor,
     pair,
     read_image,
     resolve_mask,
@@ -32,20 +30,24 @@ def _add_inversion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-side", type=int, help=MAX_SIDE_HELP)
 
 
-def _invert(args: argparse.Namespace, model, image, prompt: str | None, guidance: float, ddim: bool = False):
-    from regionedit.core.inversion import ddim_invert, invert
+def _editor(args: argparse.Namespace):
+    """The DDPM editor of --model, on --device and --dtype."""
+    from regionedit.editors import DDPMEditor
 
-    check_prompt(model, prompt, "--prompt" if args.command == "invert" else "--source-prompt")
-    if ddim:
-        inversion = ddim_invert(model, image, prompt=prompt, guidance_scale=guidance, num_inference_steps=args.steps,
-                                max_side=max_side(args, model), progress=not args.quiet)
-    else:
-        inversion = invert(
-            model, image, prompt=prompt, guidance_scale=guidance, num_inference_steps=args.steps, eta=args.eta,
-            seed=args.seed, batched=not args.sequential, batch_size=args.batch_size, max_side=max_side(args, model),
-            progress=not args.quiet,
-        )
-    fit_notes(inversion.fit, model)
+    return load_editor(DDPMEditor, args)
+
+
+def _invert(args: argparse.Namespace, editor, image, prompt: str | None, guidance: float, ddim: bool = False):
+    """The editor's :meth:`invert` of the image, with the CLI's checks and notes."""
+    from regionedit import checks
+
+    check_prompt(editor.model, prompt, "--prompt" if args.command == "invert" else "--source-prompt")
+    if not ddim:
+        checks.seed(args.seed)  # named as before (the editor would say generator)
+    inversion = editor.invert(image, prompt=prompt, guidance_scale=guidance, num_inference_steps=args.steps, eta=args.eta,
+                              inversion_type="ddim" if ddim else "ddpm", generator=args.seed, max_side=args.max_side,
+                              batched=not args.sequential, batch_size=args.batch_size)
+    fit_notes(inversion.fit, editor.model)
     return inversion
 
 
@@ -66,8 +68,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     check_nonnegative(cfg=args.cfg, steps=args.steps)
     check_output_path(args.output, [args.image])
     image = read_image(args.image)
-    model = load_model(args)
-    inversion = _invert(args, model, image, args.prompt, args.cfg)
+    inversion = _invert(args, _editor(args), image, args.prompt, args.cfg)
     inversion.save(args.output)
     print(f"wrote {args.output} ({inversion.num_inference_steps} noise maps of {tuple(inversion.zs.shape[1:])}, seed {inversion.seed})")
     return 0
@@ -141,35 +142,38 @@ def cmd_edit_ddpm(args: argparse.Namespace) -> int:
     for output in outputs:
         check_output_path(output, [args.image, args.inversion, args.save_inversion])
     image = read_image(args.image) if args.image else None
-    model = load_model(args)
-    check_prompt(model, args.target_prompt, "--target-prompt")
+    editor = _editor(args)
+    check_prompt(editor.model, args.target_prompt, "--target-prompt")
     if args.inversion is None:
-        inversion = _invert(args, model, image, args.source_prompt, args.source_cfg, ddim=ddim)
+        inversion = _invert(args, editor, image, args.source_prompt, args.source_cfg, ddim=ddim)
         if args.save_inversion:
             inversion.save(args.save_inversion)
     if args.shift:
         dx, dy = pair(args.shift, "--shift", 2, int)
         inversion = ddpm_edit.shift(inversion, dx, dy)
     if args.tint:
-        inversion = ddpm_edit.tint(inversion, pair(args.tint, "--tint", model.channels))
-    draws = ddpm_edit.redraws(model, inversion, args.num_samples) if args.num_samples > 1 else [inversion]
-    blend_mask = None
-    if args.blend_mask:
-        blend_mask = (resolve_mask(args, args.blend_mask, image, model, "Prompt-to-Prompt") if image is not None
-                      else mask_source(args, args.blend_mask, model, "Prompt-to-Prompt"))
+        inversion = ddpm_edit.tint(inversion, pair(args.tint, "--tint", editor.model.channels))
+    draws = editor.redraws(inversion, args.num_samples) if args.num_samples > 1 else [inversion]
+    p2p_options = _p2p_options(args, editor, image, reweight) if args.p2p else {}
     for output_path, draw in zip(outputs, draws, strict=True):
-        if args.p2p:
-            output = p2p.edit(model, draw, args.target_prompt, guidance_scale=args.target_cfg, skip=args.skip,
-                              cross_replace=args.cross_replace, self_replace=args.self_replace, reweight=reweight,
-                              blend_words=args.blend_words or (), blend_threshold=args.blend_threshold,
-                              blend_mask=blend_mask, image=image, progress=not args.quiet)
-        else:
-            output = ddpm_edit.edit(model, draw, args.target_prompt, guidance_scale=args.target_cfg, skip=args.skip,
-                                    progress=not args.quiet)
+        output = editor.edit(draw, prompt=args.target_prompt, guidance_scale=args.target_cfg, skip=args.skip,
+                             p2p=args.p2p, image=image, **p2p_options)
         recipe = {**output.recipe, "input": Path(args.image or args.inversion).name, "shift": args.shift, "tint": args.tint}
         save_png(output.image, output_path, recipe)
         print(f"wrote {output_path}")
     return 0
+
+
+def _p2p_options(args: argparse.Namespace, editor, image, reweight: dict[str, float]) -> dict:
+    """--p2p's options for :meth:`DDPMEditor.edit`: the blend mask resolved once on IMAGE (its
+    notes printed), or with its companions for the inversion's decoded input."""
+    blend_mask = None
+    if args.blend_mask and image is not None:
+        blend_mask = resolve_mask(editor, args.blend_mask, image, args.seed, "Prompt-to-Prompt")
+    elif args.blend_mask:
+        blend_mask = editor.mask_source(args.blend_mask, args.seed, "--mask")
+    return dict(cross_replace=args.cross_replace, self_replace=args.self_replace, reweight=reweight,
+                blend_words=args.blend_words or (), blend_threshold=args.blend_threshold, blend_mask=blend_mask)
 
 
 def _numbered(output: str, count: int) -> list[str]:

@@ -10,9 +10,8 @@ from regionedit.cli.common import (
     add_command,
     add_model_options,
     check_prompt,
-    device,
-    dtype,
     fit_notes,
+    load_editor,
     pair,
     read_image,
     resolve_mask,
@@ -32,10 +31,7 @@ def _editor(args: argparse.Namespace):
     """The RBE or JICA editor of --model, on --device and --dtype."""
     from regionedit.editors import JICAEditor, RBEEditor
 
-    editor = (RBEEditor if args.method == "rbe" else JICAEditor).from_pretrained(
-        args.model, device=device(args), dtype=dtype(args), allow_pickle=args.allow_pickle)
-    editor.set_progress_bar_config(disable=args.quiet)
-    return editor
+    return load_editor(RBEEditor if args.method == "rbe" else JICAEditor, args)
 
 
 def _start(args: argparse.Namespace, editor, image, num_inference_steps: int, timestep: int):
@@ -87,7 +83,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
         raise RegionEditError(f"RBE takes one --mask, got {len(args.mask)} (JICA takes several)")
     image = read_image(args.image)
     editor = _editor(args)
-    masks = [resolve_mask(args, spec, image, editor.model, args.method.upper()).mask for spec in args.mask]
+    masks = [resolve_mask(editor, spec, image, args.seed).mask for spec in args.mask]
     start = _start(args, editor, image, args.steps, args.timestep)
     search = dict(space=args.space, max_iterations=args.max_iterations, tolerance=args.tolerance, jvp=args.jvp,
                   generator=args.seed)

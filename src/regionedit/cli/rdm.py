@@ -10,8 +10,7 @@ from regionedit.cli.common import (
     add_command,
     add_model_options,
     check_nonnegative,
-    device,
-    dtype,
+    load_editor,
     note,
     pair,
     read_image,
@@ -70,11 +69,9 @@ def cmd_edit_rdm(args: argparse.Namespace) -> int:
     mask = None
     if args.box:
         mask = box_mask(pair(args.box, "--box", 4), image.size)
-    editor = RDMEditor.from_pretrained(args.model, device=device(args), dtype=dtype(args), allow_pickle=args.allow_pickle,
-                                       segmenter=args.segmenter or "auto", clip=args.clip or "auto")
-    editor.set_progress_bar_config(disable=args.quiet)
+    editor = load_editor(RDMEditor, args, segmenter=args.segmenter or "auto", clip=args.clip or "auto")
     if args.mask:
-        mask = resolve_mask(args, args.mask, image, editor.model, "RDM")
+        mask = resolve_mask(editor, args.mask, image, args.seed, threshold=args.threshold)
     clip_scale = 0.0 if editor.clip is None else args.clip_scale  # --clip none: no CLIP guidance
     if args.locate:
         editor.loaded_segmenter()

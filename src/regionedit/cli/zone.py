@@ -12,8 +12,8 @@ from regionedit.cli.common import (
     add_group,
     add_model_options,
     check_nonnegative,
+    load_editor,
     load_model,
-    max_side,
     note,
     read_image,
     resolve_mask,
@@ -37,28 +37,22 @@ def _add_zone_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _zone_editor(args: argparse.Namespace):
-    """Load ZONE's models once; return image, instruction → ZoneOutput."""
-    from regionedit.methods import zone
-    from regionedit.methods.actions import ActionClassifier
-    from regionedit.models import load_model as load
-    from regionedit.segment_everything import load_segment_everything
+    """Load ZONE's editor once (--model2, --single, --classifier, --segmenter as its companions);
+    return image, instruction, mask spec → EditorOutput."""
+    from regionedit import checks
+    from regionedit.editors import ZoneEditor
 
     check_nonnegative(cfg=args.cfg, image_cfg=args.image_cfg)
-    model = load_model(args)
-    second = None
-    if not args.single:
-        name = args.model2 or zone.partner_of(args.model)
-        if name is not None:
-            second = load(name, device=model.device, dtype=model.dtype, allow_pickle=args.allow_pickle)
-    classifier = ActionClassifier.load(args.classifier) if args.classifier else None
-    segmenter = load_segment_everything(args.segmenter, model.device, args.allow_pickle)
+    second = None if args.single else args.model2 or "auto"
+    editor = load_editor(ZoneEditor, args, second_model=second, classifier=args.classifier or None,
+                         segmenter=args.segmenter)
 
     def run(image, instruction: str, mask_spec: str | None = None):
-        mask = resolve_mask(args, mask_spec, image, model, "ZONE") if mask_spec else None
-        output = zone.edit(model, image, instruction, mask=mask, second_model=second, classifier=classifier, segmenter=segmenter,
-                           num_inference_steps=args.steps, guidance_scale=args.cfg, image_guidance_scale=args.image_cfg,
-                           threshold=args.threshold, union_above=args.union_iou, seed=args.seed,
-                           max_side=max_side(args, model), progress=not args.quiet)
+        mask = resolve_mask(editor, mask_spec, image, args.seed) if mask_spec else None
+        checks.seed(args.seed)  # named as before (the editor would say generator)
+        output = editor(image, instruction, mask=mask, num_inference_steps=args.steps, guidance_scale=args.cfg,
+                        image_guidance_scale=args.image_cfg, threshold=args.threshold, union_above=args.union_iou,
+                        generator=args.seed, max_side=args.max_side)
         for message in output.recipe["notes"]:
             note(message)
         return output
@@ -80,7 +74,7 @@ def add_edit(methods) -> None:
 
 
 def cmd_edit_zone(args: argparse.Namespace) -> int:
-    from regionedit.images import check_output_path, save_png
+    from regionedit.images import check_output_path, mask_to_pil, save_png
 
     outputs = [p for p in (args.output, args.layer, args.mask_out) if p]
     for path in outputs:
@@ -90,12 +84,10 @@ def cmd_edit_zone(args: argparse.Namespace) -> int:
     recipe = {**output.recipe, "input": Path(args.image).name}
     save_png(output.image, args.output, recipe)
     if args.layer:
-        save_png(output.layer, args.layer, recipe)
+        save_png(output.images["layer"], args.layer, recipe)
     if args.mask_out:
-        from PIL import Image
-
-        save_png(Image.fromarray((output.final_mask[0, 0].numpy() * 255).astype("uint8")), args.mask_out)
-    print(f"wrote {args.output} ({output.recipe['action']}, {output.timings['total_s']} s)")
+        save_png(mask_to_pil(output.masks["final"]), args.mask_out)
+    print(f"wrote {args.output} ({output.recipe['action']}, {output.details.timings['total_s']} s)")
     return 0
 
 
@@ -120,7 +112,8 @@ def cmd_session(args: argparse.Namespace) -> int:
         Session.new(args.folder, args.image)
         print(f"started {args.folder} from {args.image}")
     elif args.action == "apply":
-        turn = Session.open(args.folder).apply(_zone_editor(args), args.instruction)
+        session, run = Session.open(args.folder), _zone_editor(args)
+        turn = session.apply(lambda image, instruction: run(image, instruction).details, args.instruction)
         print(f"turn {turn['index']}: {turn['instruction']!r} → {Path(args.folder) / turn['image']}")
     elif args.action == "undo":
         session = Session.open(args.folder)

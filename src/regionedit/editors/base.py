@@ -108,9 +108,10 @@ class Editor:
 
         return self.loaded(companions(self.model.name)[0], load_segmenter)
 
-    def mask_source(self, mask, seed: int = 0):
+    def mask_source(self, mask, seed: int = 0, name: str = "mask"):
         """A mask as the method takes it: tensors as they are; sources and specs with the companion
-        model they need (a segmenter for ``text:``, the family's instruct model for ``attention:``)."""
+        model they need (a segmenter for ``text:``, the family's instruct model for ``attention:``,
+        which samples with ``seed``). ``name``: the mask's name in messages (a front end's flag)."""
         from regionedit.mask_sources import AttentionMask, TextMask, as_source, instruct_companion
 
         if mask is None or torch.is_tensor(mask):
@@ -119,12 +120,12 @@ class Editor:
         if isinstance(source, TextMask) and source.segmenter is None:
             return replace(source, segmenter=self.text_segmenter())
         if isinstance(source, AttentionMask) and source.model is None:
-            name = instruct_companion(self.model)
-            if name is None:
-                raise RegionEditError(f"mask {source.describe()!r}: an attention mask needs an instruct model, and "
+            instruct = instruct_companion(self.model)
+            if instruct is None:
+                raise RegionEditError(f"{name} {source.describe()!r}: an attention mask needs an instruct model, and "
                                       f"{self.method}'s model {self.model.name} ({self.model.conditioning}) has none to go "
                                       "with it: use another mask source")
-            return replace(source, model=self.companion_model(name), seed=seed)
+            return replace(source, model=self.companion_model(instruct), seed=seed)
         return source
 
 

@@ -64,7 +64,7 @@ class RDMEditor(Editor):
         ``threshold``: K on 0..255 for the positioning text and ``text:`` masks. The output's
         ``masks["edit"]`` is the region at the output's size."""
         seed = seed_from(generator)
-        out = rdm.edit(self.model, image, prompt, locate=locate, mask=self._mask(mask, threshold, seed),
+        out = rdm.edit(self.model, image, prompt, locate=locate, mask=self.mask_source(mask, seed, threshold=threshold),
                        segmenter=self.loaded_segmenter() if locate is not None and mask is None else None,
                        clip=self.loaded_clip(clip_guidance_scale), num_inference_steps=num_inference_steps,
                        guidance_scale=guidance_scale, threshold=threshold, dilation=dilation,
@@ -95,11 +95,12 @@ class RDMEditor(Editor):
                                   "give one (clip=...) or set clip_guidance_scale=0")
         return self.loaded(self.clip, load_clip)
 
-    def _mask(self, mask, threshold: float, seed: int):
-        """A ``text:`` spec uses RDM's threshold K, as the positioning text does."""
+    def mask_source(self, mask, seed: int = 0, name: str = "mask", threshold: float | None = None):
+        """As :meth:`Editor.mask_source`; a ``text:`` spec takes ``threshold`` (RDM's K), as the
+        positioning text does."""
         from regionedit.mask_sources import TextMask
 
-        source = self.mask_source(mask, seed)
-        if isinstance(mask, str) and isinstance(source, TextMask):
+        source = super().mask_source(mask, seed, name)
+        if threshold is not None and isinstance(mask, str) and isinstance(source, TextMask):
             source = replace(source, threshold=threshold)
         return source
