@@ -8,10 +8,19 @@ import torch
 
 from regionedit.errors import RegionEditError
 from regionedit.images import pil_to_tensor
-from regionedit.methods import rdm
-from regionedit.models import load_model
-from regionedit.segment import load_clip, load_segmenter
 from regionedit.toyworld.benchmark import BenchItem, MethodOutput
+
+
+def _item_options(item: BenchItem, options: dict) -> dict:
+    """The editor's keyword arguments for one item: the method's ``options`` with ``seed`` as the
+    generator (default 0), edited at the item's own size unless ``max_side`` says otherwise."""
+    options = dict(options)
+    return {"generator": options.pop("seed", 0), "max_side": max(item.image.shape[-2:]), **options}
+
+
+def _unit(image) -> torch.Tensor:
+    """An edited PIL image → 3×H×W in [0, 1]."""
+    return (pil_to_tensor(image)[0] + 1) / 2
 
 
 class RDMMethod:
@@ -22,20 +31,23 @@ class RDMMethod:
 
     def __init__(self, world: str, model: str = "toy/scenes-t2i", segmenter: str = "toy/scenes-clipseg",
                  clip: str = "toy/scenes-clip", device: str | None = None, **options):
+        from regionedit.editors import RDMEditor
+        from regionedit.methods.rdm import DEFAULT_CLIP_SCALE
+
         if world != "scenes":
             raise RegionEditError("RDM is benchmarked on scenes (it needs a positioning text and a target text)")
-        self.model = load_model(model, device=device)
-        self.segmenter = load_segmenter(segmenter, self.model.device)
-        self.clip = None if clip == "none" else load_clip(clip, self.model.device)
+        self.editor = RDMEditor.from_pretrained(model, device=device, segmenter=segmenter, clip=clip)
+        self.editor.set_progress_bar_config(disable=True)
+        self.editor.loaded_segmenter()  # the companions load (or fail) here, as the bench starts
+        self.editor.loaded_clip(options.get("clip_guidance_scale", DEFAULT_CLIP_SCALE))
         self.options = options
 
     def edit(self, items: Sequence[BenchItem]) -> list[MethodOutput]:
         outputs = []
         for item in items:
-            result = rdm.edit(self.model, item.image.unsqueeze(0), item.record["target_object"],
-                              locate=item.record["source_object"], segmenter=self.segmenter, clip=self.clip,
-                              progress=False, **self.options)
-            outputs.append(MethodOutput((pil_to_tensor(result.image)[0] + 1) / 2, result.mask[0].to(torch.float32)))
+            result = self.editor(item.image.unsqueeze(0), item.record["target_object"],
+                                 locate=item.record["source_object"], **_item_options(item, self.options))
+            outputs.append(MethodOutput(_unit(result.image), result.masks["edit"][0].to(torch.float32)))
         return outputs
 
 
@@ -46,29 +58,21 @@ class ZoneMethod:
 
     def __init__(self, world: str, model: str = "toy/scenes-instruct", model2: str | None = None,
                  classifier: str | None = None, segmenter: str = "classical", device: str | None = None, **options):
-        from regionedit.methods.actions import ActionClassifier
-        from regionedit.segment_everything import load_segment_everything
+        from regionedit.editors import ZoneEditor
 
         if world != "scenes":
             raise RegionEditError("ZONE is benchmarked on scenes (instructions with ground truth)")
-        self.model = load_model(model, device=device)
-        from regionedit.methods.zone import partner_of
-
-        model2 = partner_of(model) if model2 is None else model2
-        self.second = None if model2 in (None, "none") else load_model(model2, device=self.model.device)
-        self.classifier = ActionClassifier.load(classifier) if classifier else None
-        self.segmenter = load_segment_everything(segmenter, self.model.device)
+        self.editor = ZoneEditor.from_pretrained(model, device=device, second_model="auto" if model2 is None else model2,
+                                                 classifier=classifier or None, segmenter=segmenter)
+        self.editor.set_progress_bar_config(disable=True)
         self.options = options
 
     def edit(self, items: Sequence[BenchItem]) -> list[MethodOutput]:
-        from regionedit.methods import zone
-
         outputs = []
         for item in items:
-            result = zone.edit(self.model, item.image.unsqueeze(0), item.instruction, second_model=self.second,
-                               classifier=self.classifier, segmenter=self.segmenter, progress=False, **self.options)
-            outputs.append(MethodOutput((pil_to_tensor(result.image)[0] + 1) / 2, result.final_mask[0, 0],
-                                        {"coarse": result.coarse_mask[0, 0]}))
+            result = self.editor(item.image.unsqueeze(0), item.instruction, **_item_options(item, self.options))
+            outputs.append(MethodOutput(_unit(result.image), result.masks["final"][0, 0],
+                                        {"coarse": result.masks["coarse"][0, 0]}))
         return outputs
 
 
@@ -84,31 +88,26 @@ class CaptionEdit:
 
     def __init__(self, world: str, variant: str = "ddpm", model: str = "toy/scenes-t2i", device: str | None = None,
                  num_inference_steps: int = 100, source_guidance: float = 3.5, seed: int = 0, **options):
+        from regionedit.editors import DDPMEditor
+
         if world != "scenes":
             raise RegionEditError("caption editing is benchmarked on scenes (every caption edit has a ground truth)")
         if variant not in ("ddpm", "ddpm-p2p", "ddim-p2p"):
             raise RegionEditError(f"unknown caption-editing variant {variant!r} (ddpm, ddpm-p2p, ddim-p2p)")
         self.name = variant
-        self.model = load_model(model, device=device)
+        self.editor = DDPMEditor.from_pretrained(model, device=device)
+        self.editor.set_progress_bar_config(disable=True)
         self.steps, self.source_guidance, self.seed, self.options = num_inference_steps, source_guidance, seed, options
 
     def edit(self, items: Sequence[BenchItem]) -> list[MethodOutput]:
-        from regionedit.core.inversion import ddim_invert, invert
-        from regionedit.methods import ddpm_edit, p2p
-
         outputs = []
         for item in items:
-            source, target = item.record["source_caption"], item.record["target_caption"]
             image = item.image.unsqueeze(0)
-            if self.name == "ddim-p2p":
-                inversion = ddim_invert(self.model, image, prompt=source, guidance_scale=self.source_guidance,
-                                        num_inference_steps=self.steps, progress=False)
-            else:
-                inversion = invert(self.model, image, prompt=source, guidance_scale=self.source_guidance,
-                                   num_inference_steps=self.steps, seed=self.seed, progress=False)
-            if self.name == "ddpm":
-                result = ddpm_edit.edit(self.model, inversion, target, progress=False, **self.options)
-            else:
-                result = p2p.edit(self.model, inversion, target, progress=False, **self.options)
-            outputs.append(MethodOutput((pil_to_tensor(result.image)[0] + 1) / 2))
+            inversion = self.editor.invert(image, prompt=item.record["source_caption"], guidance_scale=self.source_guidance,
+                                           num_inference_steps=self.steps, generator=self.seed,
+                                           inversion_type="ddim" if self.name == "ddim-p2p" else "ddpm",
+                                           max_side=max(image.shape[-2:]))
+            result = self.editor.edit(inversion, prompt=item.record["target_caption"], p2p=self.name != "ddpm",
+                                      **self.options)
+            outputs.append(MethodOutput(_unit(result.image)))
         return outputs
