@@ -256,3 +256,45 @@ def test_cli_attention_mask_on_a_model_without_an_instruct_partner(image_file, t
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "attention mask needs an instruct model" in err and "RBE" in err and "tiny/pixel-ddpm" in err
+
+
+# ------------------------------------------------------------------------------ the web app's brush
+def _layer(box: tuple[int, int, int, int]) -> Image.Image:
+    """An RGBA brush layer of 64² with one opaque rectangle (x0, y0, x1, y1), as Gradio sends it."""
+    array = np.zeros((64, 64, 4), np.uint8)
+    x0, y0, x1, y1 = box
+    array[y0:y1, x0:x1] = (255, 0, 255, 255)
+    return Image.fromarray(array, "RGBA")
+
+
+def test_the_app_brush_is_a_mask_source_for_every_tab(scene, tmp_path):
+    from regionedit.app import Workspace, image_and_mask, run_rdm, run_zone
+
+    photo = tensor_to_pil(scene[0] * 2 - 1)
+    value = {"background": photo, "layers": [_layer((20, 10, 50, 30)), None, _layer((5, 40, 25, 60))]}
+    image, brush = image_and_mask(value)
+    assert isinstance(brush, BrushMask)
+    union = torch.zeros(1, 1, 64, 64)
+    union[..., 10:30, 20:50] = union[..., 40:60, 5:25] = 1
+    assert torch.equal(resolve_source(brush, scene).mask, union)  # both layers, to the pixel
+    assert image_and_mask({"background": photo, "layers": [Image.new("RGBA", (64, 64))]})[1] is None  # nothing drawn
+
+    ws = Workspace(tmp_path)
+    edited, region, _, _ = run_rdm(ws, value, "", "a red star", "", "tiny/sd", 128, 2, 0)
+    assert torch.equal(pil_to_tensor(region)[:, :1] > 0, union > 0)  # RDM edits exactly the brush region
+    outside = union.expand(1, 3, -1, -1)[0] == 0
+    assert torch.equal(pil_to_tensor(edited)[0][outside], pil_to_tensor(photo)[0][outside])
+    zone_out = run_zone(ws, value, INSTRUCTION, "tiny/ip2p", 2, True, [])
+    assert read_recipe(zone_out[2][0])["mask_source"] == "brush"  # the strokes replaced ZONE's attention
+
+
+def test_the_app_refuses_server_paths_as_regions(tmp_path):
+    from regionedit.app import box_source, region_source
+
+    (tmp_path / "secret.png").write_bytes(b"x")
+    with pytest.raises(RegionEditError, match="give face:<part>"):
+        region_source(str(tmp_path / "secret.png"))
+    assert isinstance(region_source("face:eyes"), FacePartMask) and isinstance(box_source(" 1,2,30,40 "), BoxMask)
+    assert box_source("  ") is None
+    with pytest.raises(RegionEditError, match="box:x0,y0,x1,y1"):
+        box_source("1,2,3")

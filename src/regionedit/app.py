@@ -4,7 +4,9 @@ Upload an image or pick a sample, draw a mask with the brush (or give a box, a p
 an instruction), pick a method and its parameters, and get the result beside the input, with the
 PNG, the mask and the RGBA layer to download. ZONE keeps a multi-turn history with undo; RBE/JICA
 discover directions once and then follow a strength slider; the DDPM inversion of an image is
-reused across edits of it.
+reused across edits of it. The brush is a mask source like any other
+(:class:`regionedit.mask_sources.BrushMask`): RDM's region, ZONE's region in place of its attention,
+RBE's region or one of JICA's.
 
 Hygiene: binds 127.0.0.1 unless told otherwise; uploads above ``MAX_UPLOAD_MB`` or ``MAX_SIDE``
 pixels per side are refused with a message; only files in the app's own output folder are served;
@@ -23,12 +25,12 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from regionedit import checks  # noqa: E402
 from regionedit.errors import RegionEditError  # noqa: E402
 from regionedit.images import mask_to_pil, save_png, to_rgb, unit_to_pil  # noqa: E402
+from regionedit.mask_sources import BrushMask  # noqa: E402
 from regionedit.models.defaults import EMBEDDED_DEFAULTS, TASK_ALIASES  # noqa: E402
 
 MAX_UPLOAD_MB = 20
@@ -84,23 +86,38 @@ class Workspace:
 
 
 # ----------------------------------------------------------------------------------- inputs
-def image_and_mask(value) -> tuple[Image.Image, torch.Tensor | None]:
-    """The editor's value → (RGB image, 1×1×H×W mask of the brush strokes, or None)."""
+def image_and_mask(value) -> tuple[Image.Image, BrushMask | None]:
+    """The editor's value → (RGB image, the brush strokes of all layers as a mask source, or None
+    where nothing is drawn). Every tab passes the brush to its editor like any other mask source."""
     if value is None or value.get("background") is None:
         raise RegionEditError("upload an image first (or pick a sample)")
     background = value["background"]
     if max(background.size) > MAX_SIDE:
         raise RegionEditError(f"image too large: {background.size[0]}×{background.size[1]}; the limit is {MAX_SIDE} px per side")
     image = to_rgb(background).image
-    mask = None
+    strokes = Image.new("RGBA", image.size, (0, 0, 0, 0))
     for layer in value.get("layers") or []:
-        if layer is None:
-            continue
-        alpha = np.asarray(layer.convert("RGBA").resize(image.size, Image.Resampling.NEAREST))[..., 3] > 0
-        if alpha.any():
-            strokes = torch.from_numpy(alpha).float().view(1, 1, image.size[1], image.size[0])
-            mask = strokes if mask is None else torch.maximum(mask, strokes)
-    return image, mask
+        if layer is not None:
+            strokes = Image.alpha_composite(strokes, layer.convert("RGBA").resize(image.size, Image.Resampling.NEAREST))
+    drawn = np.asarray(strokes)[..., 3].any()
+    return image, BrushMask(strokes) if drawn else None
+
+
+def region_source(spec: str):
+    """A region typed into the page → its mask source. Paths are refused: a page must not read the
+    server's files (draw such a region with the brush instead)."""
+    from regionedit.mask_sources import FileMask, parse_mask_spec
+
+    source = parse_mask_spec(spec)
+    if isinstance(source, FileMask):
+        raise RegionEditError(f"region {spec!r}: give face:<part>, x0,y0,x1,y1, text:<words>, attention:<instruction> "
+                              "or segment:x,y (or draw it with the brush)")
+    return source
+
+
+def box_source(box: str | None):
+    """The box field (x0,y0,x1,y1 in pixels) → a box mask source, or None where it is empty."""
+    return region_source(f"box:{box.strip()}") if box and box.strip() else None
 
 
 def load_upload(ws: Workspace, path: str | None):
@@ -135,15 +152,9 @@ def image_key(image: Image.Image) -> str:
 def run_rdm(ws: Workspace, value, locate: str, target: str, box: str, model_name: str, threshold: float, steps: int,
             clip_scale: float):
     from regionedit.editors import RDMEditor
-    from regionedit.masks import box_mask
 
     image, drawn = image_and_mask(value)
-    mask = drawn
-    if mask is None and box and box.strip():
-        try:
-            mask = box_mask(tuple(float(v) for v in box.split(",")), image.size)
-        except ValueError:
-            raise RegionEditError(f"box must be x0,y0,x1,y1 in pixels, got {box!r}") from None
+    mask = drawn if drawn is not None else box_source(box)
     steps, threshold = setting("steps", steps, int, 1), setting("threshold", threshold, float, 0, 255)
     clip_scale = setting("CLIP guidance scale", clip_scale, float, 0)
     out = ws.editor(RDMEditor, model_name)(image, target, locate=locate or None, mask=mask, num_inference_steps=steps,
@@ -156,13 +167,13 @@ def run_rdm(ws: Workspace, value, locate: str, target: str, box: str, model_name
 def run_zone(ws: Workspace, value, instruction: str, model_name: str, steps: int, single: bool, history: list):
     from regionedit.editors import ZoneEditor
 
-    image, _ = image_and_mask(value)
+    image, drawn = image_and_mask(value)
     steps = setting("steps", steps, int, 1)
     key = image_key(image)
     history = [turn for turn in (history or []) if turn["base"] == key]
     current = history[-1]["image"] if history else image
     editor = ws.editor(ZoneEditor, model_name, second_model=None if single else "auto")
-    out = editor(current, instruction, num_inference_steps=steps)
+    out = editor(current, instruction, mask=drawn, num_inference_steps=steps)  # brush strokes replace the attention
     final = mask_to_pil(out.masks["final"])
     files = [ws.save(out.image, "zone", out.recipe), ws.save(final, "zone-mask"),
              ws.save(out.images["layer"], "zone-layer", out.recipe)]
@@ -219,13 +230,11 @@ def directions_editor(ws: Workspace, method: str, model_name: str):
 
 
 def discover_directions(ws: Workspace, value, method: str, regions: str, model_name: str, iterations: int):
-    from regionedit.masks import load_mask
-
     image, drawn = image_and_mask(value)
     iterations = setting("max iterations", iterations, int, 1)
     masks, names = ([drawn], ["brush"]) if drawn is not None else ([], [])
     for spec in [s.strip() for s in (regions or "").split(";") if s.strip()]:
-        masks.append(load_mask(spec, image.size).mask)
+        masks.append(region_source(spec))
         names.append(spec)
     editor = directions_editor(ws, method, model_name)
     start = editor.invert(image)
@@ -322,7 +331,7 @@ def build(out: str | Path | None = None):
             with gr.Tab("RBE / JICA (directions)", id="directions", elem_id="tab-directions"):
                 with gr.Row():
                     method = gr.Radio(["rbe", "jica"], value="rbe", label="method")
-                    regions = gr.Textbox(label="regions besides the brush: face:eyes; face:mouth; x0,y0,x1,y1",
+                    regions = gr.Textbox(label="regions besides the brush: face:eyes; face:mouth; x0,y0,x1,y1; text:…; segment:x,y",
                                          elem_id="dir-regions")
                 dir_model = gr.Textbox(defaults["directions"], label="pixel or latent DDPM")
                 iterations = gr.Slider(2, 100, 50, step=1, label="max iterations", elem_id="dir-iterations")
