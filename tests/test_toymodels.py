@@ -32,7 +32,8 @@ def test_every_model_trains_saves_and_has_a_card(trained):
         card = json.loads((trained / name / "card.json").read_text())
         assert card["smoke"] and card["settings"]["steps"] == 2
         # the recipe's own choices are spelled out, so the command still reproduces if a default moves
-        recipe = f" --edit-weight {MODELS[name]['edit_weight']:g}" if "edit_weight" in MODELS[name] else ""
+        recipe = "".join(f" --{flag} {MODELS[name][key]:g}" for key, flag in (("edit_weight", "edit-weight"), ("dice_weight", "dice-weight"))
+                         if key in MODELS[name])
         assert card["reproduce"] == f"regionedit toyworld train {name} --steps 2 --batch 4{recipe}"
         assert card["evaluation"] and card["hardware"]
     # The latent scene models share scenes-clip's text tower and scenes-vae through symlinks: stored once.
