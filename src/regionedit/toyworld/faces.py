@@ -221,21 +221,10 @@ class FaceEdit:
 
 
 @dataclass
-class Faces:
-    """A rendered batch of faces: factors, images in [0, 1], part labels, optional part supports."""
+class Faces(raster.RenderedBatch):
+    """A rendered batch of faces: their factors, with the images, part labels and optional supports."""
 
     factors: dict[str, torch.Tensor]
-    images: torch.Tensor
-    labels: torch.Tensor
-    support: torch.Tensor | None = None
-    seeds: tuple[int, ...] | None = None
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def size(self) -> int:
-        return self.images.shape[-1]
 
     def mask(self, part: str) -> torch.Tensor:
         """B×1×H×W float mask of the pixels where ``part`` is visible."""

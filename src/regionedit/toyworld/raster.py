@@ -19,6 +19,24 @@ import torch.nn.functional as F
 Window = tuple[float, float, float, float]  # (x0, y0, x1, y1) in normalised coordinates
 
 
+@dataclass(kw_only=True)
+class RenderedBatch:
+    """What a world renders: B×3×H×W images in [0, 1], B×H×W labels (which part or object each pixel
+    shows), optionally the per-layer supports, and the seeds the batch was drawn from."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    support: torch.Tensor | None = None
+    seeds: tuple[int, ...] | None = None
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def size(self) -> int:
+        return self.images.shape[-1]
+
+
 @dataclass
 class Region:
     """Where a layer is drawn: a window shared by the batch (slices) or one patch per image (indices).

@@ -220,17 +220,10 @@ def scene_caption(params: dict, i: int) -> str:
 
 
 @dataclass
-class Scenes:
-    """A rendered batch of scenes: parameters, images in [0, 1], labels, optional supports."""
+class Scenes(raster.RenderedBatch):
+    """A rendered batch of scenes: their parameters, with the images, object labels and optional supports."""
 
     params: dict[str, torch.Tensor]
-    images: torch.Tensor
-    labels: torch.Tensor
-    support: torch.Tensor | None = None
-    seeds: tuple[int, ...] | None = None
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
 
     def objects(self, i: int) -> list[dict]:
         """The objects of scene i, left to right: slot, kind, colour."""
@@ -247,8 +240,8 @@ class Scenes:
 
 def render(params: dict, size: int = 64, device="cpu", track_support: bool = False, seeds=None) -> Scenes:
     images, labels, support = raster.in_chunks(render_scenes, params, size=size, device=device, track_support=track_support)
-    return Scenes({k: v.to(device) for k, v in params.items()}, images, labels, support,
-                  tuple(seeds) if seeds is not None else None)
+    return Scenes(params={k: v.to(device) for k, v in params.items()}, images=images, labels=labels, support=support,
+                  seeds=tuple(seeds) if seeds is not None else None)
 
 
 def generate_scenes(seeds: Sequence[int], size: int = 64, device="cpu", track_support: bool = False) -> Scenes:
