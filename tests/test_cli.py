@@ -188,3 +188,111 @@ def test_commands_default_to_the_embedded_model_of_their_task(monkeypatch, tmp_p
     del shipped["toy/scenes-instruct"]
     with pytest.raises(RegionEditError, match="the default toy/scenes-instruct is not in this installation: give a model"):
         model_of("edit", "zone", "a.png", "make the ball red", "-o", "b.png")
+
+
+def _parser_defaults(*command: str) -> dict:
+    """The defaults of `regionedit COMMAND…`'s options, by dest."""
+    import argparse
+
+    from regionedit.cli import build_parser
+
+    parser = build_parser()
+    for name in command:
+        (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        parser = subparsers.choices[name]
+    return {action.dest: action.default for action in parser._actions}
+
+
+def _signature_defaults(function) -> dict:
+    import inspect
+
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _assert_same_defaults(cli: dict, library: dict, names: dict[str, str], where: str) -> None:
+    """Each CLI option (dest) has the library parameter's default (and the same type of number)."""
+    for dest, parameter in names.items():
+        ours, theirs = cli[dest], library[parameter]
+        assert ours == theirs and type(ours) is type(theirs), f"{where}: --{dest} {ours!r} ≠ {parameter}={theirs!r}"
+
+
+def test_cli_defaults_are_the_editors_defaults():
+    """One place (regionedit.defaults) defines every default: the CLI's options cannot drift from the
+    editors' and methods' keyword arguments."""
+    from regionedit import defaults
+    from regionedit.editors import DDPMEditor, JICAEditor, RBEEditor, RDMEditor, ZoneEditor
+    from regionedit.methods import actions, jica, rbe
+
+    invert = _signature_defaults(DDPMEditor.invert)
+    _assert_same_defaults(_parser_defaults("invert"), invert, {
+        "steps": "num_inference_steps", "eta": "eta", "cfg": "guidance_scale", "batch_size": "batch_size"}, "invert")
+    ddpm = _parser_defaults("edit", "ddpm")
+    _assert_same_defaults(ddpm, _signature_defaults(DDPMEditor.__call__), {
+        "steps": "num_inference_steps", "eta": "eta", "source_cfg": "source_guidance_scale"}, "edit ddpm")
+    _assert_same_defaults(ddpm, invert, {"batch_size": "batch_size"}, "edit ddpm")
+    edit = _signature_defaults(DDPMEditor.edit)
+    _assert_same_defaults(ddpm, edit, {"blend_threshold": "blend_threshold", "skip": "skip", "target_cfg": "guidance_scale"},
+                          "edit ddpm")  # skip and target CFG: None, resolved by method (below)
+
+    zone_call = _signature_defaults(ZoneEditor.__call__)
+    for command in (("edit", "zone"), ("session", "apply")):
+        _assert_same_defaults(_parser_defaults(*command), zone_call, {
+            "steps": "num_inference_steps", "cfg": "guidance_scale", "image_cfg": "image_guidance_scale"}, " ".join(command))
+        assert _parser_defaults(*command)["threshold"] == zone_call["threshold"]  # float option, int default
+    _assert_same_defaults(_parser_defaults("train-classifier"), _signature_defaults(actions.train_classifier),
+                          {"train": "train_count", "test": "test_count"}, "train-classifier")
+
+    _assert_same_defaults(_parser_defaults("edit", "rdm"), _signature_defaults(RDMEditor.__call__), {
+        "steps": "num_inference_steps", "cfg": "guidance_scale", "threshold": "threshold", "dilate": "dilation",
+        "clip_scale": "clip_guidance_scale", "cutouts": "cutouts", "nerp_mse": "nerp_mse", "nerp_lpips": "nerp_lpips",
+        "feather": "feather", "eta": "eta"}, "edit rdm")
+
+    search = {"space": "space", "max_iterations": "max_iterations", "tolerance": "tolerance", "jvp": "jvp"}
+    for method, editor, find, own in (
+            ("rbe", RBEEditor, rbe.discover, {"k": "k", "r": "complement_rank"}),
+            ("jica", JICAEditor, jica.discover, {name: name for name in ("svd_rank", "joint_rank", "individual_rank")})):
+        discover = _parser_defaults("discover", method)
+        _assert_same_defaults(discover, _signature_defaults(editor.invert),
+                              {"timestep": "timestep", "steps": "num_inference_steps", "inversion": "inversion"},
+                              f"discover {method}")
+        _assert_same_defaults(discover, _signature_defaults(editor.discover), own, f"discover {method}")
+        _assert_same_defaults(discover, _signature_defaults(find), {**search, **own}, f"discover {method}")
+        applied = _parser_defaults("edit", method)
+        _assert_same_defaults(applied, _signature_defaults(editor.apply),
+                              {"index": "index", "strength": "strength", "eta": "eta", "inversion": "inversion"},
+                              f"edit {method}")
+        strip = _signature_defaults(editor.strip)["strengths"]
+        assert tuple(float(s) for s in applied["strengths"].split(",")) == tuple(strip), f"edit {method} --strengths"
+
+    # `edit ddpm` resolves --skip and --target-cfg as the editor does, and each method module's
+    # DEFAULT_* names are those of regionedit.defaults.
+    from regionedit.core import inversion, jacobian
+    from regionedit.methods import ddpm_edit, hspace_edit, p2p, rdm, zone
+
+    for module, table in (
+            (inversion, {"STEPS": "DDPM_STEPS", "SOURCE_GUIDANCE": "DDPM_SOURCE_GUIDANCE", "ETA": "DDPM_ETA"}),
+            (ddpm_edit, {"SKIP": "DDPM_SKIP", "TARGET_GUIDANCE": "DDPM_TARGET_GUIDANCE"}),
+            (p2p, {"SKIP": "P2P_SKIP", "TARGET_GUIDANCE": "P2P_TARGET_GUIDANCE", "CROSS_REPLACE": "P2P_CROSS_REPLACE",
+                   "SELF_REPLACE": "P2P_SELF_REPLACE", "BLEND_THRESHOLD": "P2P_BLEND_THRESHOLD"}),
+            (zone, {"STEPS": "ZONE_STEPS", "TEXT_GUIDANCE": "ZONE_TEXT_GUIDANCE", "IMAGE_GUIDANCE": "ZONE_IMAGE_GUIDANCE",
+                    "THRESHOLD": "ZONE_THRESHOLD"}),
+            (rdm, {"STEPS": "RDM_STEPS", "GUIDANCE": "RDM_GUIDANCE", "CLIP_SCALE": "RDM_CLIP_SCALE",
+                   "CUTOUTS": "RDM_CUTOUTS", "NERP_MSE": "RDM_NERP_MSE", "NERP_LPIPS": "RDM_NERP_LPIPS"}),
+            (hspace_edit, {"TIMESTEP": "HSPACE_TIMESTEP", "STEPS": "HSPACE_STEPS", "JVP": "HSPACE_JVP"}),
+            (jacobian, {"MAX_ITERATIONS": "HSPACE_MAX_ITERATIONS", "TOLERANCE": "HSPACE_TOLERANCE"}),
+            (rbe, {"K": "RBE_K", "COMPLEMENT_RANK": "RBE_COMPLEMENT_RANK", "STRENGTH": "RBE_STRENGTH"}),
+            (jica, {"SVD_RANK": "JICA_SVD_RANK", "JOINT_RANK": "JICA_JOINT_RANK", "INDIVIDUAL_RANK": "JICA_INDIVIDUAL_RANK"})):
+        for name, source in table.items():
+            assert getattr(module, f"DEFAULT_{name}") == getattr(defaults, source), f"{module.__name__}.DEFAULT_{name}"
+    assert (p2p.DDIM_SKIP, p2p.DDIM_CROSS_REPLACE, p2p.DDIM_SELF_REPLACE) == (
+        defaults.P2P_DDIM_SKIP, defaults.P2P_DDIM_CROSS_REPLACE, defaults.P2P_DDIM_SELF_REPLACE)
+
+
+def test_building_the_parser_imports_no_model_library():
+    """`regionedit --help` stays fast: the parser (and regionedit.defaults) load no torch or diffusers."""
+    code = ("import sys; from regionedit.cli import build_parser; build_parser(); "
+            "print(sorted({'torch', 'diffusers', 'transformers', 'gradio'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

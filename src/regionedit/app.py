@@ -27,7 +27,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from regionedit import checks  # noqa: E402
+from regionedit import checks, defaults  # noqa: E402
 from regionedit.errors import RegionEditError  # noqa: E402
 from regionedit.images import mask_to_pil, save_png, to_rgb, unit_to_pil  # noqa: E402
 from regionedit.mask_sources import BrushMask  # noqa: E402
@@ -267,7 +267,7 @@ def build(out: str | Path | None = None):
 
     ws = Workspace(Path(out or tempfile.mkdtemp(prefix="regionedit-app-")))
     ws.out.mkdir(parents=True, exist_ok=True)
-    defaults, sample_images = default_models(), samples()
+    tab_models, sample_images = default_models(), samples()
 
     def guarded(fn):
         def call(*args, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - gradio's documented idiom
@@ -300,9 +300,9 @@ def build(out: str | Path | None = None):
         with gr.Tabs():
             with gr.Tab("ZONE (instruction)", id="zone", elem_id="tab-zone"):
                 instruction = gr.Textbox(label="instruction", placeholder="make the ball blue", elem_id="zone-instruction")
-                zone_model = gr.Textbox(defaults["zone"], label="instruct model")
+                zone_model = gr.Textbox(tab_models["zone"], label="instruct model")
                 with gr.Row():
-                    zone_steps = gr.Slider(2, 50, 20, step=1, label="steps", elem_id="zone-steps")
+                    zone_steps = gr.Slider(2, 50, defaults.ZONE_STEPS, step=1, label="steps", elem_id="zone-steps")
                     single = gr.Checkbox(False, label="single model (no fusion)")
                 with gr.Row():
                     apply = gr.Button("apply", variant="primary", elem_id="zone-apply")
@@ -312,32 +312,32 @@ def build(out: str | Path | None = None):
                     locate = gr.Textbox(label="positioning text (or draw / box)", placeholder="the ball", elem_id="rdm-locate")
                     target = gr.Textbox(label="target text", placeholder="a blue ball", elem_id="rdm-target")
                 box = gr.Textbox(label="box x0,y0,x1,y1 (pixels; optional)", elem_id="rdm-box")
-                rdm_model = gr.Textbox(defaults["rdm"], label="text-to-image model")
+                rdm_model = gr.Textbox(tab_models["rdm"], label="text-to-image model")
                 with gr.Row():
-                    threshold = gr.Slider(1, 254, 150, step=1, label="mask threshold K (0..255)")
-                    rdm_steps = gr.Slider(2, 100, 50, step=1, label="steps", elem_id="rdm-steps")
-                    clip_scale = gr.Slider(0, 500, 150, step=10, label="CLIP guidance scale")
+                    threshold = gr.Slider(1, 254, defaults.RDM_THRESHOLD, step=1, label="mask threshold K (0..255)")
+                    rdm_steps = gr.Slider(2, 100, defaults.RDM_STEPS, step=1, label="steps", elem_id="rdm-steps")
+                    clip_scale = gr.Slider(0, 500, defaults.RDM_CLIP_SCALE, step=10, label="CLIP guidance scale")
                 rdm_run = gr.Button("run RDM", variant="primary", elem_id="rdm-run")
             with gr.Tab("DDPM noise space (prompts)", id="ddpm", elem_id="tab-ddpm"):
                 with gr.Row():
                     source_prompt = gr.Textbox(label="source prompt", placeholder="a photo of a horse", elem_id="ddpm-source")
                     target_prompt = gr.Textbox(label="target prompt", placeholder="a photo of a zebra", elem_id="ddpm-target")
-                ddpm_model = gr.Textbox(defaults["ddpm"], label="model")
+                ddpm_model = gr.Textbox(tab_models["ddpm"], label="model")
                 with gr.Row():
-                    skip = gr.Slider(0, 99, 36, step=1, label="skip", elem_id="ddpm-skip")
-                    target_cfg = gr.Slider(0, 30, 15, step=0.5, label="target CFG")
-                    ddpm_steps = gr.Slider(10, 200, 100, step=10, label="steps", elem_id="ddpm-steps")
+                    skip = gr.Slider(0, 99, defaults.DDPM_SKIP, step=1, label="skip", elem_id="ddpm-skip")
+                    target_cfg = gr.Slider(0, 30, defaults.DDPM_TARGET_GUIDANCE, step=0.5, label="target CFG")
+                    ddpm_steps = gr.Slider(10, 200, defaults.DDPM_STEPS, step=10, label="steps", elem_id="ddpm-steps")
                 ddpm_run = gr.Button("edit", variant="primary", elem_id="ddpm-run")
             with gr.Tab("RBE / JICA (directions)", id="directions", elem_id="tab-directions"):
                 with gr.Row():
                     method = gr.Radio(["rbe", "jica"], value="rbe", label="method")
                     regions = gr.Textbox(label="regions besides the brush: face:eyes; face:mouth; x0,y0,x1,y1; text:…; segment:x,y",
                                          elem_id="dir-regions")
-                dir_model = gr.Textbox(defaults["directions"], label="pixel or latent DDPM")
-                iterations = gr.Slider(2, 100, 50, step=1, label="max iterations", elem_id="dir-iterations")
+                dir_model = gr.Textbox(tab_models["directions"], label="pixel or latent DDPM")
+                iterations = gr.Slider(2, 100, defaults.HSPACE_MAX_ITERATIONS, step=1, label="max iterations", elem_id="dir-iterations")
                 discover = gr.Button("discover", variant="primary", elem_id="dir-discover")
                 choice = gr.Dropdown([], label="direction", elem_id="dir-choice")
-                strength = gr.Slider(-60, 60, 30, step=1, label="strength γ", elem_id="dir-strength")
+                strength = gr.Slider(-60, 60, defaults.RBE_STRENGTH, step=1, label="strength γ", elem_id="dir-strength")
 
         outputs = [result, mask_out, files, status]
         apply.click(guarded(run_zone), [editor, instruction, zone_model, zone_steps, single, history],

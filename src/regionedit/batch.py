@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from regionedit import defaults
 from regionedit.errors import RegionEditError
 from regionedit.images import atomic_write, load_image, mask_to_pil, pil_to_unit, save_png
 
@@ -103,14 +104,12 @@ PARAMS: dict[str, dict[str, Param]] = {
 
 def check_params(method: str, params: dict) -> None:
     """Raise ValueError naming the first unknown, mistyped or out-of-range entry of ``params``."""
-    from regionedit.core.inversion import DEFAULT_STEPS
-
     accepted = PARAMS[method]
     for name, value in params.items():
         if name not in accepted:
             raise ValueError(f"unknown params.{name} for method {method} (accepted: {', '.join(accepted)})")
         accepted[name].check(name, value)
-    steps = params.get("steps", DEFAULT_STEPS)
+    steps = params.get("steps", defaults.DDPM_STEPS)
     if method == "ddpm" and params.get("skip", 0) >= steps:
         raise ValueError(f"params.skip ({params.get('skip', 0)}) must be below params.steps ({steps})")
 
@@ -387,14 +386,13 @@ class Worker:
     def _run_rbe(self, group: list[Job]) -> list[dict]:
         from regionedit.editors import JICAEditor, RBEEditor
         from regionedit.methods.directions import Directions
-        from regionedit.methods.rbe import DEFAULT_STRENGTH
 
         (job,) = group
         path = Path(job.fields["directions"])
         directions = self.cached(("directions", str(path)), lambda: Directions.load(path if path.is_absolute() else job.image.parent / path))
         editor = self.editor(RBEEditor if job.method == "rbe" else JICAEditor, job.model or self.default_model or directions.model)
         out = editor.apply(self._image(job), directions, int(job.fields.get("index", 0)),
-                           float(job.fields.get("strength", DEFAULT_STRENGTH)), generator=job.seed, **job.params)
+                           float(job.fields.get("strength", defaults.RBE_STRENGTH)), generator=job.seed, **job.params)
         return [{"": (out.image, self._recipe(job, out.recipe))}]
 
     _run_jica = _run_rbe

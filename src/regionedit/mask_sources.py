@@ -41,12 +41,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from regionedit import defaults
 from regionedit.errors import RegionEditError
 from regionedit.masks import box_mask, face_part_mask, load_mask, resize
 
-DEFAULT_TEXT_THRESHOLD = 150  # RDM's K (segment.DEFAULT_THRESHOLD)
-DEFAULT_ATTENTION_THRESHOLD = 128  # ZONE's T
-DEFAULT_ATTENTION_STEPS = 20  # ZONE's step count
+DEFAULT_TEXT_THRESHOLD = defaults.RDM_THRESHOLD  # RDM's K (segment.DEFAULT_THRESHOLD)
+DEFAULT_ATTENTION_THRESHOLD = defaults.ZONE_THRESHOLD  # ZONE's T
+DEFAULT_ATTENTION_STEPS = defaults.ZONE_STEPS  # ZONE's step count
 DEFAULT_MIN_FRACTION = 0.005
 INSTRUCT_COMPANIONS = {"tiny/": "tiny/ip2p", "toy/scenes": "toy/scenes-instruct", "": "timbrooks/instruct-pix2pix"}
 SPEC_HELP = ("a mask image, a box x0,y0,x1,y1 (pixels), face:<part>, text:<words>, attention:<instruction>, "
@@ -228,8 +229,8 @@ class AttentionMask:
     model: object = None  # a DiffusionModel with an instruct UNet
     threshold: float = DEFAULT_ATTENTION_THRESHOLD
     num_inference_steps: int = DEFAULT_ATTENTION_STEPS
-    guidance_scale: float = 7.5
-    image_guidance_scale: float = 1.5
+    guidance_scale: float = defaults.ZONE_TEXT_GUIDANCE
+    image_guidance_scale: float = defaults.ZONE_IMAGE_GUIDANCE
     seed: int = 0
 
     def describe(self) -> str:

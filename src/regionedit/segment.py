@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from regionedit import defaults
 from regionedit.errors import RegionEditError
 from regionedit.masks import dilate
 from regionedit.metrics import clip_pixels
 
-DEFAULT_THRESHOLD = 150
+DEFAULT_THRESHOLD = defaults.RDM_THRESHOLD
 COMPANIONS = {  # the default segmenter and CLIP for a family of diffusion models
     "tiny/": ("tiny/clipseg", "tiny/clip"),
     "toy/": ("toy/scenes-clipseg", "toy/scenes-clip"),

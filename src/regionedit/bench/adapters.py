@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from regionedit import defaults
 from regionedit.errors import RegionEditError
 from regionedit.images import pil_to_tensor
 from regionedit.toyworld.benchmark import BenchItem, MethodOutput
@@ -87,7 +88,8 @@ class CaptionEdit:
     actions = ("change_colour", "change_object")
 
     def __init__(self, world: str, variant: str = "ddpm", model: str = "toy/scenes-t2i", device: str | None = None,
-                 num_inference_steps: int = 100, source_guidance: float = 3.5, seed: int = 0, **options):
+                 num_inference_steps: int = defaults.DDPM_STEPS,
+                 source_guidance: float = defaults.DDPM_SOURCE_GUIDANCE, seed: int = 0, **options):
         from regionedit.editors import DDPMEditor
 
         if world != "scenes":

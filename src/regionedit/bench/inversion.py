@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from skimage import data as skimage_data
 
+from regionedit import defaults
 from regionedit.bench import machine, timed
 from regionedit.core.inversion import invert, sample_from_noise_maps
 from regionedit.models import DiffusionModel, load_model
@@ -29,10 +30,10 @@ def bench_inversion(
     device: torch.device,
     dtype: torch.dtype | None = None,
     size: int | None = None,
-    steps: int = 100,
-    batch_size: int = 16,
+    steps: int = defaults.DDPM_STEPS,
+    batch_size: int = defaults.DDPM_BATCH_SIZE,
     prompt: str = "a photo of an astronaut",
-    guidance_scale: float = 3.5,
+    guidance_scale: float = defaults.DDPM_SOURCE_GUIDANCE,
     seed: int = 0,
 ) -> dict:
     model = bench_model(model_name, device, dtype)

@@ -28,7 +28,7 @@ def sam_vit_h_random(seed: int = 0):
         return SamModel(config).eval()
 
 
-def bench_zone(tiny: bool, device: torch.device, steps: int = 20, repeats: int = 3) -> dict:
+def bench_zone(tiny: bool, device: torch.device, steps: int = zone.DEFAULT_STEPS, repeats: int = 3) -> dict:
     if tiny:
         first, second = load_model("tiny/ip2p", device=device), load_model("tiny/ip2p-b", device=device)
         segmenter, size = ClassicalSegmenter(), 64
@@ -46,7 +46,8 @@ def bench_zone(tiny: bool, device: torch.device, steps: int = 20, repeats: int =
 
     def plain():
         pixels, _ = first.fit_image(image)
-        return first.decode(zone.fused_sampling(first, None, [instruction], pixels, torch.zeros(1), steps, 7.5, 1.5, 0.0,
+        return first.decode(zone.fused_sampling(first, None, [instruction], pixels, torch.zeros(1), steps, zone.DEFAULT_TEXT_GUIDANCE,
+                                                zone.DEFAULT_IMAGE_GUIDANCE, zone.DEFAULT_ETA,
                                                 [0], None, False)[0])
 
     full()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from regionedit import defaults
 from regionedit.cli.common import (
     MAX_SIDE_HELP,
     add_command,
@@ -22,11 +23,13 @@ from regionedit.errors import RegionEditError
 
 
 def _add_inversion_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=100, help="number of DDPM steps (paper: 100)")
-    parser.add_argument("--eta", type=float, default=1.0, help="η of the sampler (paper: 1)")
+    parser.add_argument("--steps", type=int, default=defaults.DDPM_STEPS,
+                        help=f"number of DDPM steps (paper: {defaults.DDPM_STEPS})")
+    parser.add_argument("--eta", type=float, default=defaults.DDPM_ETA, help=f"η of the sampler (paper: {defaults.DDPM_ETA:g})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random x_t draws (default 0)")
     parser.add_argument("--sequential", action="store_true", help="the paper's step-by-step loop instead of batched steps")
-    parser.add_argument("--batch-size", type=int, default=16, help="timesteps per batched UNet call (default 16)")
+    parser.add_argument("--batch-size", type=int, default=defaults.DDPM_BATCH_SIZE,
+                        help=f"timesteps per batched UNet call (default {defaults.DDPM_BATCH_SIZE})")
     parser.add_argument("--max-side", type=int, help=MAX_SIDE_HELP)
 
 
@@ -57,7 +60,8 @@ def add_invert(commands) -> None:
     invert.add_argument("image")
     invert.add_argument("-o", "--output", required=True, help="inversion file to write (.safetensors)")
     invert.add_argument("--prompt", help="text describing the image (text models; '' for none)")
-    invert.add_argument("--cfg", type=float, default=3.5, help="source classifier-free guidance (paper: 3.5)")
+    invert.add_argument("--cfg", type=float, default=defaults.DDPM_SOURCE_GUIDANCE,
+                        help=f"source classifier-free guidance (paper: {defaults.DDPM_SOURCE_GUIDANCE:g})")
     add_model_options(invert, task="ddpm")
     _add_inversion_options(invert)
 
@@ -82,19 +86,25 @@ def add_edit(methods) -> None:
     ddpm.add_argument("-o", "--output", required=True, help="PNG to write")
     ddpm.add_argument("--source-prompt", help="text describing the input (text models)")
     ddpm.add_argument("--target-prompt", help="text describing the wanted result (text models)")
-    ddpm.add_argument("--source-cfg", type=float, default=3.5, help="source guidance (paper: 3.5)")
-    ddpm.add_argument("--target-cfg", type=float, help="target guidance (paper: 15; with --p2p 9)")
-    ddpm.add_argument("--skip", type=int, help="steps skipped before editing starts (paper: 36 of 100; --p2p 12, DDIM 0)")
+    ddpm.add_argument("--source-cfg", type=float, default=defaults.DDPM_SOURCE_GUIDANCE,
+                      help=f"source guidance (paper: {defaults.DDPM_SOURCE_GUIDANCE:g})")
+    ddpm.add_argument("--target-cfg", type=float, help=f"target guidance (paper: {defaults.DDPM_TARGET_GUIDANCE:g}; "
+                                                       f"with --p2p {defaults.P2P_TARGET_GUIDANCE:g})")
+    ddpm.add_argument("--skip", type=int, help=f"steps skipped before editing starts (paper: {defaults.DDPM_SKIP} of "
+                      f"{defaults.DDPM_STEPS}; --p2p {defaults.P2P_SKIP}, DDIM {defaults.P2P_DDIM_SKIP})")
     ddpm.add_argument("--shift", help="DX,DY: translate the noise maps (sample pixels)")
     ddpm.add_argument("--tint", help="comma-separated per-channel offsets added to the noise maps")
     ddpm.add_argument("--save-inversion", help="also write the inversion of IMAGE to this file")
     ddpm.add_argument("--num-samples", type=int, default=1,
                       help="N edits from N independent noise-map draws (seeds SEED…SEED+N-1): writes OUT-0.png … OUT-{N-1}.png")
     ddpm.add_argument("--p2p", action="store_true", help="Prompt-to-Prompt attention control (replace / refine by token count)")
-    ddpm.add_argument("--cross-replace", type=float, help="--p2p: fraction of the steps with cross-attention edited (0.6; DDIM 0.8)")
-    ddpm.add_argument("--self-replace", type=float, help="--p2p: fraction of the steps with self-attention injected (0.2; DDIM 0.4)")
+    ddpm.add_argument("--cross-replace", type=float, help="--p2p: fraction of the steps with cross-attention edited "
+                      f"({defaults.P2P_CROSS_REPLACE:g}; DDIM {defaults.P2P_DDIM_CROSS_REPLACE:g})")
+    ddpm.add_argument("--self-replace", type=float, help="--p2p: fraction of the steps with self-attention injected "
+                      f"({defaults.P2P_SELF_REPLACE:g}; DDIM {defaults.P2P_DDIM_SELF_REPLACE:g})")
     ddpm.add_argument("--blend-words", nargs="+", metavar="WORD", help="--p2p: local blending by these words' attention")
-    ddpm.add_argument("--blend-threshold", type=float, default=0.3, help="--p2p: blend-mask threshold (P2P: 0.3)")
+    ddpm.add_argument("--blend-threshold", type=float, default=defaults.P2P_BLEND_THRESHOLD,
+                      help=f"--p2p: blend-mask threshold (P2P: {defaults.P2P_BLEND_THRESHOLD:g})")
     ddpm.add_argument("--blend-mask", metavar="SPEC", help="--p2p: local blending from a mask instead of words (a mask "
                       "image, x0,y0,x1,y1, face:<part>, text:<words>, attention:<instruction>, segment:x,y)")
     ddpm.add_argument("--reweight", action="append", metavar="WORD=SCALE", help="--p2p: scale a target word's attention (repeatable)")
@@ -122,14 +132,14 @@ def _check_edit_flags(args: argparse.Namespace) -> None:
 def cmd_edit_ddpm(args: argparse.Namespace) -> int:
     from regionedit.core.inversion import DDPMInversion
     from regionedit.images import check_output_path, save_png
-    from regionedit.methods import ddpm_edit, p2p
+    from regionedit.methods import ddpm_edit
 
     _check_edit_flags(args)
     ddim = args.inversion_type == "ddim"
     if args.skip is None:
-        args.skip = (p2p.DDIM_SKIP if ddim else p2p.DEFAULT_SKIP) if args.p2p else ddpm_edit.DEFAULT_SKIP
+        args.skip = (defaults.P2P_DDIM_SKIP if ddim else defaults.P2P_SKIP) if args.p2p else defaults.DDPM_SKIP
     if args.target_cfg is None:
-        args.target_cfg = p2p.DEFAULT_TARGET_GUIDANCE if args.p2p else ddpm_edit.DEFAULT_TARGET_GUIDANCE
+        args.target_cfg = defaults.P2P_TARGET_GUIDANCE if args.p2p else defaults.DDPM_TARGET_GUIDANCE
     check_nonnegative(source_cfg=args.source_cfg, target_cfg=args.target_cfg, skip=args.skip)
     reweight = dict(_reweight(item) for item in args.reweight or [])
     steps = args.steps

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from regionedit import defaults
 from regionedit.cli.common import (
     MAX_SIDE_HELP,
     add_command,
@@ -57,20 +58,29 @@ def add_discover(discovers) -> None:
                               "segment:x,y or segment:#i" +
                          ("" if method == "rbe" else "; repeat for each region"))
         sub.add_argument("-o", "--output", required=True, help="directions file to write (.safetensors)")
-        sub.add_argument("--timestep", type=int, default=500, help="timestep of the Jacobian (RBE code: 500)")
-        sub.add_argument("--steps", type=int, default=40, help="DDIM steps of the schedule (RBE code: 40)")
+        sub.add_argument("--timestep", type=int, default=defaults.HSPACE_TIMESTEP,
+                         help=f"timestep of the Jacobian (RBE code: {defaults.HSPACE_TIMESTEP})")
+        sub.add_argument("--steps", type=int, default=defaults.HSPACE_STEPS,
+                         help=f"DDIM steps of the schedule (RBE code: {defaults.HSPACE_STEPS})")
         sub.add_argument("--space", choices=("h", "x"), default="h", help="h-space (default) or x_t-space")
-        sub.add_argument("--jvp", choices=("finite-difference", "autodiff"), default="finite-difference",
+        sub.add_argument("--jvp", choices=("finite-difference", "autodiff"), default=defaults.HSPACE_JVP,
                          help="J·v by central differences (default, fast) or forward-mode AD (exact, ~7× slower)")
-        sub.add_argument("--max-iterations", type=int, default=50)
-        sub.add_argument("--tolerance", type=float, default=1e-5)
+        sub.add_argument("--max-iterations", type=int, default=defaults.HSPACE_MAX_ITERATIONS,
+                         help=f"subspace iterations at most (RBE code: {defaults.HSPACE_MAX_ITERATIONS})")
+        sub.add_argument("--tolerance", type=float, default=defaults.HSPACE_TOLERANCE,
+                         help="stop when every Ritz value moves less than this, relative to the largest "
+                              f"(default {defaults.HSPACE_TOLERANCE:g})")
         if method == "rbe":
-            sub.add_argument("--k", type=int, default=3, help="directions to find (default 3)")
-            sub.add_argument("--r", type=int, default=8, help="rank of the complement removed (default 8)")
+            sub.add_argument("--k", type=int, default=defaults.RBE_K, help=f"directions to find (default {defaults.RBE_K})")
+            sub.add_argument("--r", type=int, default=defaults.RBE_COMPLEMENT_RANK,
+                             help=f"rank of the complement removed (default {defaults.RBE_COMPLEMENT_RANK})")
         else:
-            sub.add_argument("--svd-rank", type=int, default=10, help="truncated SVD rank per region (default 10)")
-            sub.add_argument("--joint-rank", type=int, default=2, help="joint subspace rank r_C (default 2)")
-            sub.add_argument("--individual-rank", type=int, default=3, help="individual rank r_A (default 3)")
+            sub.add_argument("--svd-rank", type=int, default=defaults.JICA_SVD_RANK,
+                             help=f"truncated SVD rank per region (default {defaults.JICA_SVD_RANK})")
+            sub.add_argument("--joint-rank", type=int, default=defaults.JICA_JOINT_RANK,
+                             help=f"joint subspace rank r_C (default {defaults.JICA_JOINT_RANK})")
+            sub.add_argument("--individual-rank", type=int, default=defaults.JICA_INDIVIDUAL_RANK,
+                             help=f"individual rank r_A (default {defaults.JICA_INDIVIDUAL_RANK})")
         _add_start_options(sub)
         add_model_options(sub, task=method)
 
@@ -108,10 +118,13 @@ def add_edit(methods) -> None:
         edit.add_argument("image")
         edit.add_argument("--directions", required=True, help="directions file (.safetensors)")
         edit.add_argument("--index", type=int, default=0, help="which direction (default 0, the strongest)")
-        edit.add_argument("--strength", type=float, default=30.0, help="γ in h ← h + γu (RBE code: ±30)")
+        edit.add_argument("--strength", type=float, default=defaults.RBE_STRENGTH,
+                          help=f"γ in h ← h + γu (RBE code: ±{defaults.RBE_STRENGTH:g})")
         edit.add_argument("--strip", action="store_true", help="write a slider strip over --strengths")
-        edit.add_argument("--strengths", default="-30,-15,0,15,30", help="γ values of the strip (write --strengths=-30,0,30 for negative values)")
-        edit.add_argument("--eta", type=float, default=0.0, help="η of the sampler (0: deterministic DDIM)")
+        edit.add_argument("--strengths", default=",".join(f"{s:g}" for s in defaults.RBE_STRIP),
+                          help="γ values of the strip (write --strengths=-30,0,30 for negative values)")
+        edit.add_argument("--eta", type=float, default=defaults.HSPACE_ETA,
+                          help=f"η of the sampler (default {defaults.HSPACE_ETA:g}: deterministic DDIM)")
         edit.add_argument("--asymmetric", action="store_true", help="Asyrp's asymmetric step")
         edit.add_argument("-o", "--output", required=True, help="PNG to write")
         _add_start_options(edit)

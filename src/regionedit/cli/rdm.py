@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from regionedit import defaults
 from regionedit.cli.common import (
     MAX_SIDE_HELP,
     add_command,
@@ -31,17 +32,22 @@ def add_edit(methods) -> None:
     rdm.add_argument("--mask-out", help="also write the edit mask as a PNG")
     rdm.add_argument("--segmenter", help="CLIPSeg model (default: matches --model; CIDAS/clipseg-rd64-refined for hub models)")
     rdm.add_argument("--clip", help="CLIP model for guidance, or 'none' (default: matches --model)")
-    rdm.add_argument("--steps", type=int, default=50)
-    rdm.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance (RDM code: 5)")
-    rdm.add_argument("--threshold", type=float, default=150, help="mask threshold K on 0..255 (paper: 150)")
+    rdm.add_argument("--steps", type=int, default=defaults.RDM_STEPS, help=f"sampling steps (RDM code: {defaults.RDM_STEPS})")
+    rdm.add_argument("--cfg", type=float, default=defaults.RDM_GUIDANCE,
+                     help=f"classifier-free guidance (RDM code: {defaults.RDM_GUIDANCE:g})")
+    rdm.add_argument("--threshold", type=float, default=defaults.RDM_THRESHOLD,
+                     help=f"mask threshold K on 0..255 (paper: {defaults.RDM_THRESHOLD:g})")
     rdm.add_argument("--dilate", type=int, default=0, help="grow the mask by this many pixels")
-    rdm.add_argument("--clip-scale", type=float, default=150.0, help="CLIP guidance scale (code: 150; 0 = off)")
-    rdm.add_argument("--cutouts", type=int, default=16)
-    rdm.add_argument("--nerp-mse", type=float, default=10000.0, help="NERP MSE weight outside the mask (code: 10000)")
-    rdm.add_argument("--nerp-lpips", type=float, default=1000.0, help="NERP LPIPS weight (code: 1000; needs the lpips extra)")
+    rdm.add_argument("--clip-scale", type=float, default=defaults.RDM_CLIP_SCALE,
+                     help=f"CLIP guidance scale (code: {defaults.RDM_CLIP_SCALE:g}; 0 = off)")
+    rdm.add_argument("--cutouts", type=int, default=defaults.RDM_CUTOUTS, help=f"CLIP cutouts (code: {defaults.RDM_CUTOUTS})")
+    rdm.add_argument("--nerp-mse", type=float, default=defaults.RDM_NERP_MSE,
+                     help=f"NERP MSE weight outside the mask (code: {defaults.RDM_NERP_MSE:g})")
+    rdm.add_argument("--nerp-lpips", type=float, default=defaults.RDM_NERP_LPIPS,
+                     help=f"NERP LPIPS weight (code: {defaults.RDM_NERP_LPIPS:g}; needs the lpips extra)")
     rdm.add_argument("--no-paste-back", action="store_true", help="keep the sampled background (its PSNR is reported)")
     rdm.add_argument("--feather", type=int, default=0, help="soften the paste-back edge inwards by this many pixels")
-    rdm.add_argument("--eta", type=float, default=0.0)
+    rdm.add_argument("--eta", type=float, default=defaults.RDM_ETA, help=f"η of the sampler (default {defaults.RDM_ETA:g})")
     rdm.add_argument("--seed", type=int, default=0)
     rdm.add_argument("--max-side", type=int, help=MAX_SIDE_HELP)
     add_model_options(rdm, task="rdm")

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from regionedit import defaults
 from regionedit.cli.common import (
     MAX_SIDE_HELP,
     add_command,
@@ -26,10 +27,13 @@ def _add_zone_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--single", action="store_true", help="use --model alone (no fusion)")
     parser.add_argument("--classifier", help="action classifier file (`regionedit train-classifier`); default: keywords")
     parser.add_argument("--segmenter", default="classical", help="segment everything: classical (default) or sam:<model>")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--cfg", type=float, default=7.5, help="text guidance (paper: 7.5)")
-    parser.add_argument("--image-cfg", type=float, default=1.5, help="image guidance (paper: 1.5)")
-    parser.add_argument("--threshold", type=float, default=128, help="attention threshold T on 0..255 (paper: 128)")
+    parser.add_argument("--steps", type=int, default=defaults.ZONE_STEPS, help=f"sampling steps (paper: {defaults.ZONE_STEPS})")
+    parser.add_argument("--cfg", type=float, default=defaults.ZONE_TEXT_GUIDANCE,
+                        help=f"text guidance (paper: {defaults.ZONE_TEXT_GUIDANCE:g})")
+    parser.add_argument("--image-cfg", type=float, default=defaults.ZONE_IMAGE_GUIDANCE,
+                        help=f"image guidance (paper: {defaults.ZONE_IMAGE_GUIDANCE:g})")
+    parser.add_argument("--threshold", type=float, default=defaults.ZONE_THRESHOLD,
+                        help=f"attention threshold T on 0..255 (paper: {defaults.ZONE_THRESHOLD:g})")
     parser.add_argument("--union-iou", type=float, help="take the union of segments with rIoU ≥ this (default: the best one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-side", type=int, help=MAX_SIDE_HELP)
@@ -129,8 +133,10 @@ def add_train_classifier(commands) -> None:
     train = add_command(commands, "train-classifier", "train ZONE's action classifier on an instruct model's text embeddings",
                         cmd_train_classifier)
     train.add_argument("-o", "--output", required=True, help="classifier file to write (.safetensors)")
-    train.add_argument("--train", type=int, default=450, help="generated training instructions (paper: 450)")
-    train.add_argument("--test", type=int, default=150, help="held-out instructions (paper: 150)")
+    train.add_argument("--train", type=int, default=defaults.ZONE_TRAIN_INSTRUCTIONS,
+                       help=f"generated training instructions (paper: {defaults.ZONE_TRAIN_INSTRUCTIONS})")
+    train.add_argument("--test", type=int, default=defaults.ZONE_TEST_INSTRUCTIONS,
+                       help=f"held-out instructions (paper: {defaults.ZONE_TEST_INSTRUCTIONS})")
     train.add_argument("--seed", type=int, default=0)
     add_model_options(train, task="zone")
 

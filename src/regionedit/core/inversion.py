@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from regionedit import checks
+from regionedit import checks, defaults
 from regionedit.core.sampling import Denoiser, sample, stored_noise
 from regionedit.core.schedule import Schedule
 from regionedit.errors import RegionEditError
@@ -37,10 +37,11 @@ from regionedit.models.backend import DiffusionModel, ImageFit
 
 FORMAT = "regionedit.ddpm_inversion"
 FORMAT_VERSION = 1
-# The released code's defaults: 100 steps, source CFG 3.5, η = 1.
-DEFAULT_STEPS = 100
-DEFAULT_SOURCE_GUIDANCE = 3.5
-DEFAULT_ETA = 1.0
+# The released code's defaults: 100 steps, source CFG 3.5, η = 1 (:mod:`regionedit.defaults`).
+DEFAULT_STEPS = defaults.DDPM_STEPS
+DEFAULT_SOURCE_GUIDANCE = defaults.DDPM_SOURCE_GUIDANCE
+DEFAULT_ETA = defaults.DDPM_ETA
+DEFAULT_BATCH_SIZE = defaults.DDPM_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ def invert(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     batched: bool = True,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     max_side: int | None = None,
     latents: torch.Tensor | None = None,
     progress: bool = True,

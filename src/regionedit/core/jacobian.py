@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import torch
 
-from regionedit import checks
+from regionedit import checks, defaults
 from regionedit.errors import RegionEditError
 
 MAX_ITERATIONS = 10_000  # subspace iteration: the papers use 50; more is a mistake, not a setting
-DEFAULT_MAX_ITERATIONS = 50  # the RBE release code's
-DEFAULT_TOLERANCE = 1e-5
+DEFAULT_MAX_ITERATIONS = defaults.HSPACE_MAX_ITERATIONS  # the RBE release code's
+DEFAULT_TOLERANCE = defaults.HSPACE_TOLERANCE
 BatchFunction = Callable[[torch.Tensor], torch.Tensor]  # (k, *in_shape) → (k, *out_shape)
 
 

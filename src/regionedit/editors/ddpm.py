@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from regionedit.core.inversion import (
+    DEFAULT_BATCH_SIZE,
     DEFAULT_ETA,
     DEFAULT_SOURCE_GUIDANCE,
     DEFAULT_STEPS,
@@ -74,7 +75,7 @@ class DDPMEditor(Editor):
         generator: torch.Generator | int | None = None,
         max_side: int | None = None,
         batched: bool = True,
-        batch_size: int = 16,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> DDPMInversion:
         """The image's noise maps (``"ddpm"``: edit-friendly; ``"ddim"``: deterministic, η = 0).
         ``batched``: many timesteps per UNet call (the same maps as the paper's step-by-step loop)."""

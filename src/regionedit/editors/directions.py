@@ -25,6 +25,7 @@ from regionedit.images import unit_to_pil
 from regionedit.methods import jica, rbe
 from regionedit.methods.directions import Directions
 from regionedit.methods.hspace_edit import (
+    DEFAULT_ETA,
     DEFAULT_STEPS,
     DEFAULT_TIMESTEP,
     EditStart,
@@ -64,7 +65,7 @@ class DirectionsEditor(Editor):
         index: int = 0,
         strength: float = rbe.DEFAULT_STRENGTH,
         *,
-        eta: float = 0.0,
+        eta: float = DEFAULT_ETA,
         asymmetric: bool = False,
         inversion: str = "ddim",
         prompt: str | None = None,

@@ -55,7 +55,7 @@ class RDMEditor(Editor):
         nerp_lpips: float = rdm.DEFAULT_NERP_LPIPS,
         paste_back: bool = True,
         feather: int = 0,
-        eta: float = 0.0,
+        eta: float = rdm.DEFAULT_ETA,
         generator: torch.Generator | int | None = None,
         max_side: int | None = None,
     ) -> EditorOutput:

@@ -64,7 +64,7 @@ class ZoneEditor(Editor):
         dilation: int | None = None,
         d0: float | None = None,
         smoother_threshold: float = zone.DEFAULT_SMOOTHER_THRESHOLD,
-        eta: float = 0.0,
+        eta: float = zone.DEFAULT_ETA,
         generator: torch.Generator | int | None = None,
         max_side: int | None = None,
     ) -> EditorOutput:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from regionedit import defaults
 from regionedit.errors import RegionEditError
 from regionedit.images import read_tensors, write_tensors
 
@@ -136,7 +137,8 @@ def pooled_embedding(model, texts: list[str]) -> torch.Tensor:
     return model.text_encoder(tokens.input_ids.to(model.device)).pooler_output.float()
 
 
-def train_classifier(model, train_count: int = 450, test_count: int = 150, epochs: int = 300, seed: int = 0) -> ActionClassifier:
+def train_classifier(model, train_count: int = defaults.ZONE_TRAIN_INSTRUCTIONS,
+                     test_count: int = defaults.ZONE_TEST_INSTRUCTIONS, epochs: int = 300, seed: int = 0) -> ActionClassifier:
     """Fit the MLP on generated instructions embedded by ``model``; report held-out accuracy."""
     if not model.is_text_conditional:
         raise RegionEditError(f"model {model.name} has no text encoder to classify instructions with")

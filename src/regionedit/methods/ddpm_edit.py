@@ -19,14 +19,14 @@ from dataclasses import dataclass, replace
 import torch
 from PIL import Image
 
-from regionedit import __version__
+from regionedit import __version__, defaults
 from regionedit.core.inversion import DDPMInversion, invert, sample_from_noise_maps
 from regionedit.errors import RegionEditError
 from regionedit.images import from_model_range, tensor_to_pil
 from regionedit.models.backend import DiffusionModel
 
-DEFAULT_SKIP = 36
-DEFAULT_TARGET_GUIDANCE = 15.0
+DEFAULT_SKIP = defaults.DDPM_SKIP
+DEFAULT_TARGET_GUIDANCE = defaults.DDPM_TARGET_GUIDANCE
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from regionedit import checks
+from regionedit import checks, defaults
 from regionedit.core import hspace
 from regionedit.core.inversion import DDPMInversion, invert
 from regionedit.core.jacobian import MaskedJacobian
@@ -28,9 +28,10 @@ from regionedit.masks import check_region, pad_to, resize
 from regionedit.models.backend import DiffusionModel, ImageFit
 
 SPACES = ("h", "x")
-DEFAULT_TIMESTEP = 500  # the RBE code: t = 500 after a 40-step DDIM inversion
-DEFAULT_STEPS = 40
-DEFAULT_JVP = "finite-difference"
+DEFAULT_TIMESTEP = defaults.HSPACE_TIMESTEP  # the RBE code: t = 500 after a 40-step DDIM inversion
+DEFAULT_STEPS = defaults.HSPACE_STEPS
+DEFAULT_JVP = defaults.HSPACE_JVP
+DEFAULT_ETA = defaults.HSPACE_ETA
 
 
 @dataclass
@@ -83,7 +84,7 @@ def start_from_image(
 
 def start_from_noise(
     model: DiffusionModel, size: tuple[int, int], timestep: int = DEFAULT_TIMESTEP, num_inference_steps: int = DEFAULT_STEPS,
-    seed: int = 0, eta: float = 0.0, prompt: str | None = None, guidance_scale: float = 1.0,
+    seed: int = 0, eta: float = DEFAULT_ETA, prompt: str | None = None, guidance_scale: float = 1.0,
 ) -> EditStart:
     """A generated sample: x_T ~ N(0, I) sampled down to ``timestep`` (size: sample-space H, W)."""
     check_timestep(model, timestep)
@@ -173,7 +174,7 @@ def sample_with_direction(
     direction: torch.Tensor | None,
     strength: float,
     space: str = "h",
-    eta: float = 0.0,
+    eta: float = DEFAULT_ETA,
     asymmetric: bool = False,
     seed: int = 0,
 ) -> torch.Tensor:

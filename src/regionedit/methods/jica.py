@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from regionedit import checks
+from regionedit import checks, defaults
 from regionedit.core.jacobian import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE, top_singular
 from regionedit.errors import RegionEditError
 from regionedit.mask_sources import resolve_source
@@ -30,9 +30,9 @@ from regionedit.methods.hspace_edit import DEFAULT_JVP, EditStart, jacobian, sam
 from regionedit.methods.rbe import check_rank, input_size
 from regionedit.models.backend import DiffusionModel
 
-DEFAULT_SVD_RANK = 10
-DEFAULT_JOINT_RANK = 2
-DEFAULT_INDIVIDUAL_RANK = 3
+DEFAULT_SVD_RANK = defaults.JICA_SVD_RANK
+DEFAULT_JOINT_RANK = defaults.JICA_JOINT_RANK
+DEFAULT_INDIVIDUAL_RANK = defaults.JICA_INDIVIDUAL_RANK
 
 
 @dataclass

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from regionedit import __version__
+from regionedit import __version__, defaults
 from regionedit.core.attention import (
     AttentionControl,
     RunningMaps,
@@ -78,12 +78,13 @@ from regionedit.masks import check_region, pad_to, resize
 from regionedit.methods.ddpm_edit import decoded, to_image
 from regionedit.models.backend import DiffusionModel
 
-DEFAULT_SKIP = 12
-DEFAULT_TARGET_GUIDANCE = 9.0
-DEFAULT_CROSS_REPLACE = 0.6
-DEFAULT_SELF_REPLACE = 0.2
-DDIM_SKIP, DDIM_CROSS_REPLACE, DDIM_SELF_REPLACE = 0, 0.8, 0.4
-DEFAULT_BLEND_THRESHOLD = 0.3
+DEFAULT_SKIP = defaults.P2P_SKIP
+DEFAULT_TARGET_GUIDANCE = defaults.P2P_TARGET_GUIDANCE
+DEFAULT_CROSS_REPLACE = defaults.P2P_CROSS_REPLACE
+DEFAULT_SELF_REPLACE = defaults.P2P_SELF_REPLACE
+DDIM_SKIP, DDIM_CROSS_REPLACE, DDIM_SELF_REPLACE = (defaults.P2P_DDIM_SKIP, defaults.P2P_DDIM_CROSS_REPLACE,
+                                                    defaults.P2P_DDIM_SELF_REPLACE)
+DEFAULT_BLEND_THRESHOLD = defaults.P2P_BLEND_THRESHOLD
 SELF_MAX_TOKENS = 16**2
 SOURCE_BRANCHES = ("stored", "sampled")
 

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from regionedit import checks
+from regionedit import checks, defaults
 from regionedit.core.jacobian import (
     DEFAULT_MAX_ITERATIONS,
     DEFAULT_TOLERANCE,
@@ -29,10 +29,10 @@ from regionedit.methods.directions import Directions
 from regionedit.methods.hspace_edit import DEFAULT_JVP, EditStart, jacobian, sample_mask
 from regionedit.models.backend import DiffusionModel
 
-DEFAULT_K = 3
-DEFAULT_COMPLEMENT_RANK = 8
-DEFAULT_STRENGTH = 30.0  # γ of the RBE code (±30); JICA's sliders use it too
-DEFAULT_STRIP = (-30.0, -15.0, 0.0, 15.0, 30.0)  # γ values of a slider strip
+DEFAULT_K = defaults.RBE_K
+DEFAULT_COMPLEMENT_RANK = defaults.RBE_COMPLEMENT_RANK
+DEFAULT_STRENGTH = defaults.RBE_STRENGTH  # γ of the RBE code (±30); JICA's sliders use it too
+DEFAULT_STRIP = defaults.RBE_STRIP  # γ values of a slider strip
 
 
 def discover(

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from regionedit import __version__, checks, metrics
+from regionedit import __version__, checks, defaults, metrics
 from regionedit.core.guidance import RegionGuidance
 from regionedit.core.sampling import gaussian_noise, sample
 from regionedit.core.schedule import Schedule
@@ -31,12 +31,13 @@ from regionedit.masks import check_region, dilate, pad_to, resize
 from regionedit.models.backend import DiffusionModel
 from regionedit.segment import DEFAULT_THRESHOLD, TextSegmenter
 
-DEFAULT_STEPS = 50
-DEFAULT_GUIDANCE = 5.0
-DEFAULT_CLIP_SCALE = 150.0
-DEFAULT_CUTOUTS = 16
-DEFAULT_NERP_MSE = 10000.0
-DEFAULT_NERP_LPIPS = 1000.0
+DEFAULT_STEPS = defaults.RDM_STEPS
+DEFAULT_GUIDANCE = defaults.RDM_GUIDANCE
+DEFAULT_CLIP_SCALE = defaults.RDM_CLIP_SCALE
+DEFAULT_CUTOUTS = defaults.RDM_CUTOUTS
+DEFAULT_NERP_MSE = defaults.RDM_NERP_MSE
+DEFAULT_NERP_LPIPS = defaults.RDM_NERP_LPIPS
+DEFAULT_ETA = defaults.RDM_ETA
 MAX_CUTOUTS = 256
 MAX_PIXELS = 4096  # dilation and feathering above this are mistakes (and would allocate (H + 2p)² pixels)
 
@@ -105,7 +106,7 @@ def edit(
     nerp_lpips: float = DEFAULT_NERP_LPIPS,
     paste_back: bool = True,
     feather: int = 0,
-    eta: float = 0.0,
+    eta: float = DEFAULT_ETA,
     seed: int = 0,
     max_side: int | None = None,
     progress: bool = True,

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from regionedit import __version__, checks
+from regionedit import __version__, checks, defaults
 from regionedit.core.attention import CrossAttentionRecorder, layers_at_resolution
 from regionedit.core.sampling import gaussian_noise
 from regionedit.core.schedule import Schedule
@@ -45,13 +45,14 @@ from regionedit.methods.actions import ActionClassifier, ActionDecision, decide_
 from regionedit.models.backend import DiffusionModel
 from regionedit.segment_everything import ClassicalSegmenter
 
-DEFAULT_STEPS = 20
-DEFAULT_TEXT_GUIDANCE = 7.5
-DEFAULT_IMAGE_GUIDANCE = 1.5
-BETA = {"remove": 0.2, "change": 0.01, "add": 0.01}
-DEFAULT_THRESHOLD = 128
-DEFAULT_SMOOTHER_THRESHOLD = 0.1
-DEFAULT_ATTENTION_FRACTION = 1 / 32
+DEFAULT_STEPS = defaults.ZONE_STEPS
+DEFAULT_TEXT_GUIDANCE = defaults.ZONE_TEXT_GUIDANCE
+DEFAULT_IMAGE_GUIDANCE = defaults.ZONE_IMAGE_GUIDANCE
+BETA = defaults.ZONE_BETA
+DEFAULT_THRESHOLD = defaults.ZONE_THRESHOLD
+DEFAULT_SMOOTHER_THRESHOLD = defaults.ZONE_SMOOTHER_THRESHOLD
+DEFAULT_ATTENTION_FRACTION = defaults.ZONE_ATTENTION_FRACTION
+DEFAULT_ETA = defaults.ZONE_ETA
 # Per model family, chosen on the validation split (toy scenes are 64², objects a few cells of 8²).
 ATTENTION_FRACTION = {"toy/": 1 / 8}
 
@@ -59,8 +60,8 @@ ATTENTION_FRACTION = {"toy/": 1 / 8}
 def attention_fraction_for(model_name: str) -> float:
     """The map size (a fraction of the image side) ZONE reads for this model."""
     return next((f for prefix, f in ATTENTION_FRACTION.items() if model_name.startswith(prefix)), DEFAULT_ATTENTION_FRACTION)
-D0_AT_512 = 200.0
-DILATION_AT_512 = 15  # our choice: the paper dilates without giving the size
+D0_AT_512 = defaults.ZONE_D0_AT_512
+DILATION_AT_512 = defaults.ZONE_DILATION_AT_512  # our choice: the paper dilates without giving the size
 MAX_PIXELS = 4096  # a larger dilation is a mistake (and costs time growing with its square)
 
 
@@ -160,7 +161,7 @@ def edit_many(
     dilation: int | None = None,
     d0: float | None = None,
     smoother_threshold: float = DEFAULT_SMOOTHER_THRESHOLD,
-    eta: float = 0.0,
+    eta: float = DEFAULT_ETA,
     seeds: list[int] | None = None,
     max_side: int | None = None,
     masks: list | None = None,
