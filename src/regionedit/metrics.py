@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from regionedit.errors import RegionEditError
+from regionedit.images import to_model_range
 
 PSNR_CAP = 100.0
 REGIONS = ("all", "inside", "outside")
@@ -233,4 +234,4 @@ def lpips_distance(a: torch.Tensor, b: torch.Tensor, net: str = "alex", differen
         _LPIPS_CACHE[net] = lpips.LPIPS(net=net, verbose=False).eval()
     model = _LPIPS_CACHE[net].to(a.device)
     with torch.set_grad_enabled(differentiable):
-        return model(_images(a) * 2 - 1, _images(b) * 2 - 1).flatten()
+        return model(to_model_range(_images(a)), to_model_range(_images(b))).flatten()

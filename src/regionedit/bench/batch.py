@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from regionedit.bench import machine
-from regionedit.images import save_png, tensor_to_pil
+from regionedit.images import save_png, unit_to_pil
 from regionedit.toyworld.scenes import generate_edits
 from regionedit.toyworld.splits import split_seeds
 
@@ -29,7 +29,7 @@ def write_zone_manifest(folder: Path, count: int, model: str, steps: int) -> Pat
     edits = generate_edits(split_seeds("validation", count))
     lines = []
     for i in range(count):
-        save_png(tensor_to_pil(edits.source.images[i] * 2 - 1), folder / f"scene{i:03d}.png")
+        save_png(unit_to_pil(edits.source.images[i]), folder / f"scene{i:03d}.png")
         lines.append(json.dumps({"id": f"item{i:03d}", "method": "zone", "image": f"scene{i:03d}.png",
                                  "instruction": edits.instruction[i], "model": model, "seed": i,
                                  "params": {"num_inference_steps": steps}}))
@@ -54,7 +54,7 @@ def write_rbe_manifest(folder: Path, count: int, model: str, iterations: int = 5
     directions.save(folder / "eyes.safetensors")
     lines = []
     for i in range(count):
-        save_png(tensor_to_pil(faces[i] * 2 - 1), folder / f"face{i:03d}.png")
+        save_png(unit_to_pil(faces[i]), folder / f"face{i:03d}.png")
         lines.append(json.dumps({"id": f"item{i:03d}", "method": "rbe", "image": f"face{i:03d}.png", "model": model,
                                  "directions": "eyes.safetensors", "index": i % 2, "strength": 30.0, "seed": i}))
     path = folder / "manifest.jsonl"

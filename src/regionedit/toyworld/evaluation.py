@@ -27,6 +27,7 @@ from regionedit import metrics
 from regionedit.core.sampling import gaussian_noise, sample
 from regionedit.core.schedule import Schedule
 from regionedit.errors import RegionEditError
+from regionedit.images import to_model_range
 from regionedit.toyworld import faces as faces_world
 from regionedit.toyworld import probes
 from regionedit.toyworld import scenes as scenes_world
@@ -184,7 +185,7 @@ def sample_seconds(model, steps: int = 20, threads: int = 2) -> float:
 
     def once() -> None:
         if model.is_instruct:
-            source = scenes_world.generate_scenes(split_seeds("benchmark", 1)).images * 2 - 1
+            source = to_model_range(scenes_world.generate_scenes(split_seeds("benchmark", 1)).images)
             fused_sampling(model, None, ["make the ball blue"], source, torch.zeros(1), steps, 7.5, 1.5, 0.0, [0], None, False)
         else:
             generate(model, 1, ["a red ball on grass"] if model.is_text_conditional else None, steps)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from regionedit.images import atomic_write, save_png, tensor_to_pil
+from regionedit.images import atomic_write, save_png, unit_to_pil
 from regionedit.toyworld import faces as faces_world
 from regionedit.toyworld import scenes as scenes_world
 from regionedit.toyworld.splits import split_seeds
@@ -43,9 +43,9 @@ def export(world: str, count: int, out: str | Path, split: str = "benchmark", si
             label_names = scenes_world.GROUPS
         for i, seed in enumerate(seeds):
             name = f"{world}-{split}-{start + i:06d}"
-            save_png(tensor_to_pil(source.images[i] * 2 - 1), out / "images" / f"{name}.png")
+            save_png(unit_to_pil(source.images[i]), out / "images" / f"{name}.png")
             save_png(_gray(source.labels[i]), out / "labels" / f"{name}.png")
-            save_png(tensor_to_pil(target.images[i] * 2 - 1), out / "targets" / f"{name}.png")
+            save_png(unit_to_pil(target.images[i]), out / "targets" / f"{name}.png")
             save_png(_gray(mask[i, 0] * 255), out / "masks" / f"{name}.png")
             record = {"id": name, "seed": seed, "split": split, "world": world,
                       "image": f"images/{name}.png", "labels": f"labels/{name}.png",

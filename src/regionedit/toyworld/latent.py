@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
+from regionedit.images import to_model_range
 from regionedit.toyworld import scenes as scenes_world
 from regionedit.toyworld.architectures import TEXT_WIDTH
 from regionedit.toyworld.streams import (
@@ -77,7 +78,7 @@ class SceneImages(Stream):
 
     def materialise(self, item, device):
         images, _ = render_scene_images(item["params"], device)
-        return images * 2 - 1
+        return to_model_range(images)
 
 
 def train_autoencoder(budget: Budget, batch: int = 32, learning_rate: float = 1e-3, kl_weight: float = 1e-6,
@@ -119,7 +120,7 @@ def reconstruction_psnr(vae: AutoencoderKL, count: int = 256, split: str = "benc
     values = []
     for start in range(0, count, batch):
         images = scenes_world.generate_scenes(split_seeds(split, min(batch, count - start), start)).images.to(device)
-        z = vae.encode((images * 2 - 1).to(dtype)).latent_dist.mode()
+        z = vae.encode(to_model_range(images).to(dtype)).latent_dist.mode()
         out = (vae.decode(z).sample.float().clamp(-1, 1) + 1) / 2
         values.append(metrics.psnr(out.cpu(), images.cpu()))
     return round(float(torch.cat(values).mean()), 3)
@@ -139,7 +140,7 @@ class LatentEncoding:
 
     @torch.no_grad()
     def latents(self, images01: torch.Tensor, scaled: bool = True) -> torch.Tensor:
-        z = self.vae.encode(images01 * 2 - 1).latent_dist.mode().float()
+        z = self.vae.encode(to_model_range(images01)).latent_dist.mode().float()
         return z * self.vae.config.scaling_factor if scaled else z
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from regionedit.errors import RegionEditError
-from regionedit.images import atomic_write
+from regionedit.images import atomic_write, to_model_range
 from regionedit.toyworld import faces as faces_world
 from regionedit.toyworld import scenes as scenes_world
 from regionedit.toyworld.splits import split_seeds
@@ -68,7 +68,7 @@ class ProbeNet(nn.Module):
         """The 256-d features before the heads (for Fréchet distances between image sets)."""
         if images.shape[-2:] != (64, 64):
             images = F.interpolate(images, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)
-        return self.hidden(self.features(images * 2 - 1))
+        return self.hidden(self.features(to_model_range(images)))
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images B×3×H×W in [0, 1] (any size; resized to 64) → raw head outputs by name."""

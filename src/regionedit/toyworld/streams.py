@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from regionedit.images import to_model_range
 from regionedit.metrics import clip_pixels
 from regionedit.toyworld import faces as faces_world
 from regionedit.toyworld import scenes as scenes_world
@@ -122,7 +123,7 @@ class FaceStream(Stream):
         return {"factors": faces_world.sample_factors(self.seeds(b))}
 
     def materialise(self, item, device):
-        return DiffusionBatch(faces_world.render(item["factors"], device=device).images * 2 - 1)
+        return DiffusionBatch(to_model_range(faces_world.render(item["factors"], device=device).images))
 
 
 class TextEncoding:
