@@ -12,6 +12,7 @@ from regionedit.cli import main
 from regionedit.models import load_model
 from regionedit.segment import load_clip, load_segmenter
 from regionedit.toyworld import models
+from regionedit.toyworld.evaluation import generate
 from regionedit.toyworld.train import MODELS, TRAINABLE, weights_size_mb
 
 CHAIN = ["scenes-clip", "scenes-vae", "scenes-clipseg", "faces-ddpm", "scenes-t2i", "scenes-instruct",
@@ -59,6 +60,9 @@ def test_trained_models_load_and_run_their_methods(trained):
     assert (t2i.conditioning, instruct.conditioning, t2i.is_latent, instruct.is_latent) == ("text", "instruct", True, True)
     assert (t2i.native_resolution, instruct.native_resolution, t2i.prediction_type) == (64, 64, "v_prediction")
     assert t2i.tokenizer.model_max_length == models.TEXT_LENGTH
+    # the bars' samplers draw at the native resolution: a latent model diffuses its latent size, not 64²
+    assert generate(t2i, 2, ["a red ball", "a blue box"], steps=2).shape == (2, 3, 64, 64)
+    assert generate(faces, 1, steps=2).shape == (1, 3, 64, 64)
     edits = generate_edits([3], actions=["change_colour"])
     image = edits.source.images
     out = zone.edit(instruct, image, edits.instruction[0], second_model=remove, num_inference_steps=2, progress=False)

@@ -37,10 +37,11 @@ from regionedit.toyworld.splits import split_seeds
 
 def generate(model, count: int, prompts: list[str] | None = None, steps: int = 50, guidance: float = 5.0,
              seed: int = 0, chunk: int = 64) -> torch.Tensor:
-    """count samples in [0, 1] (DDIM, η = 0), with prompts for text models."""
+    """count samples in [0, 1] at the model's native resolution (DDIM, η = 0), with prompts for
+    text models."""
     schedule = Schedule.from_scheduler(model.scheduler, steps)
     generator = torch.Generator().manual_seed(seed)
-    size = model.native_resolution
+    size = model.native_resolution // model.vae_scale_factor  # latent models diffuse 1/8 of the pixels' side
     out = []
     for start in range(0, count, chunk):
         n = min(chunk, count - start)
