@@ -132,6 +132,11 @@ def test_ddpm_editor_is_invert_then_edit(scene):
     assert same(out, again)
     p2p = editor.edit(inversion, prompt="a red scene", skip=2, p2p=True, blend_words=["red"])
     assert p2p.recipe["method"] == "p2p" and p2p.recipe["target_guidance_scale"] == 9.0 and "blend" in p2p.masks
+    assert p2p.recipe["source_attention"] == "computed"  # this inversion kept no attention
+    called = editor(scene, source_prompt="a scene", prompt="a red scene", num_inference_steps=8, skip=2, generator=3,
+                    p2p=True, blend_words=["red"])
+    assert called.recipe["source_attention"] == "inversion"  # the editor's own inversion keeps it for P2P
+    assert (called.details.sample - p2p.details.sample).abs().max() < 1e-4  # the same edit, to float rounding
     with pytest.raises(RegionEditError, match="only with p2p=True"):
         editor.edit(inversion, prompt="a red scene", blend_words=["red"])
     other = DDPMEditor.from_pretrained("tiny/pixel-ddpm", device="cpu")

@@ -181,6 +181,73 @@ def test_one_unet_call_per_step(sd_model, inversion, options):
         assert 3 in rows and rows <= {2, 3}  # [uncond tgt, text src, text tgt] while the source is needed
 
 
+@pytest.fixture(scope="module")
+def recorded(sd_model, inversion):
+    return invert(sd_model, latents=inversion.x0, prompt=SOURCE, guidance_scale=3.5, num_inference_steps=STEPS, seed=0,
+                  progress=False, record_attention=True)
+
+
+@pytest.mark.parametrize("prompt, options", [
+    ("a blue ball on the grass", {}),
+    ("a blue ball on the grass", {"blend_words": ["ball"], "reweight": {"blue": 2.0}}),
+    ("a big blue ball on the grass", {"cross_replace": 1.0, "self_replace": 1.0}),  # refine, every step
+])
+def test_the_inversions_recorded_attention_gives_the_same_edit_from_two_rows(sd_model, inversion, recorded, prompt, options):
+    assert torch.equal(recorded.xts, inversion.xts) and torch.equal(recorded.zs, inversion.zs)  # observing changes nothing
+    assert recorded.source_attention.steps == STEPS and inversion.source_attention is None
+    computed = run(sd_model, inversion, prompt, **options)
+    calls = []
+    hook = sd_model.unet.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    try:
+        reused = run(sd_model, recorded, prompt, **options)
+    finally:
+        hook.remove()
+    assert calls == [2] * (STEPS - SKIP)  # the plain edit's rows: [uncond tgt, text tgt]
+    assert (computed.recipe["source_attention"], reused.recipe["source_attention"]) == ("computed", "inversion")
+    # Only float rounding differs (the maps come from batches of other sizes); a map of the wrong
+    # step or layer moves the sample by ~1e-1 (checked below).
+    assert (reused.sample - computed.sample).abs().max() < 1e-4
+    if options.get("blend_words"):
+        assert torch.equal(reused.blend_mask, computed.blend_mask)
+
+
+def test_recorded_maps_belong_to_their_step(sd_model, inversion, recorded):
+    maps = recorded.source_attention.maps
+    shifted = dict(maps)
+    for (step, name), probs in maps.items():  # every step given the next step's maps
+        shifted[(step, name)] = maps.get((step + 1, name), probs)
+    wrong = type(recorded.source_attention)(shifted, recorded.source_attention.self_max_tokens, STEPS)
+    from dataclasses import replace
+
+    right = run(sd_model, recorded, cross_replace=1.0, self_replace=1.0)
+    off = run(sd_model, replace(recorded, source_attention=wrong), cross_replace=1.0, self_replace=1.0)
+    assert (right.sample - off.sample).abs().max() > 1e-2
+
+
+def test_sequential_and_batched_inversions_record_the_same_maps(sd_model, inversion, recorded):
+    sequential = invert(sd_model, latents=inversion.x0, prompt=SOURCE, guidance_scale=3.5, num_inference_steps=STEPS,
+                        seed=0, progress=False, record_attention=True, batched=False)
+    a, b = recorded.source_attention.maps, sequential.source_attention.maps
+    assert a.keys() == b.keys() and len(a) > 0
+    assert {step for step, _ in a} == set(range(STEPS))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_recordings_over_budget_or_of_a_changed_path_are_dropped(sd_model, inversion, recorded, monkeypatch):
+    from regionedit.core import attention
+
+    assert ddpm_edit.shift(recorded, 1, 0).source_attention is None
+    assert ddpm_edit.tint(recorded, [0.1, 0, 0, 0]).source_attention is None
+    assert ddpm_edit.redraw(sd_model, recorded, 5).source_attention is not None
+    monkeypatch.setattr(attention, "SOURCE_ATTENTION_BUDGET_MB", recorded.source_attention.megabytes / 2)
+    over = invert(sd_model, latents=inversion.x0, prompt=SOURCE, guidance_scale=3.5, num_inference_steps=STEPS, seed=0,
+                  progress=False, record_attention=True)
+    assert over.source_attention is None and torch.equal(over.zs, inversion.zs)
+    assert run(sd_model, over).recipe["source_attention"] == "computed"
+    with pytest.raises(RegionEditError, match="give a prompt"):
+        invert(sd_model, latents=inversion.x0, num_inference_steps=STEPS, record_attention=True, progress=False)
+
+
 def test_the_cross_window_is_counted_from_the_first_edited_step(sd_model, inversion):
     assert p2p.step_window(0.6, 100, "x") == range(0, 60)
     assert p2p.step_window((0.2, 0.5), 10, "x") == range(2, 5)
@@ -296,6 +363,7 @@ def test_cli_p2p_flags(capsys, image_file, tmp_path):
     recipe = read_recipe(out)
     assert recipe["method"] == "p2p" and recipe["mode"] == "refine" and recipe["reweight"] == {"blue": 2.0}
     assert recipe["cross_replace"] == 0.5 and recipe["blend_words"] == ["ball"] and recipe["target_guidance_scale"] == 9.0
+    assert recipe["source_attention"] == "inversion"  # the CLI's inversion kept the source's maps for P2P
     code = main(["edit", "ddpm", str(image_file), "-o", str(tmp_path / "ddim.png"), "--target-prompt", "a blue ball",
                  "--p2p", "--inversion-type", "ddim", *SD])
     assert code == 0 and read_recipe(tmp_path / "ddim.png")["inversion"] == "ddim"
@@ -325,6 +393,7 @@ def test_bench_p2p_tiny(capsys, tmp_path):
                  "--samples", "2", "--json", str(path)])
     assert code == 0, capsys.readouterr().err
     result = json.loads(path.read_text())
-    assert result["unet_calls"] == {"plain": 3, "p2p": 3, "p2p_blend": 3, "p2p_sampled_source": 3}
+    assert set(result["unet_calls"].values()) == {3} and len(result["unet_calls"]) == 6
     assert result["p2p_over_plain"] > 0 and result["source_recon_max_abs_err_sampled"] < 1e-3
+    assert result["recorded_attention_mb"] > 0 and result["p2p_recorded_vs_computed_max_abs_diff"] < 1e-3
     assert set(result["diversity"]) >= {"plain", "p2p_blend"}

@@ -49,7 +49,8 @@ def _invert(args: argparse.Namespace, editor, image, prompt: str | None, guidanc
         checks.seed(args.seed)  # named as before (the editor would say generator)
     inversion = editor.invert(image, prompt=prompt, guidance_scale=guidance, num_inference_steps=args.steps, eta=args.eta,
                               inversion_type="ddim" if ddim else "ddpm", generator=args.seed, max_side=args.max_side,
-                              batched=not args.sequential, batch_size=args.batch_size)
+                              batched=not args.sequential, batch_size=args.batch_size,
+                              record_attention=bool(getattr(args, "p2p", False)))
     fit_notes(inversion.fit, editor.model)
     return inversion
 

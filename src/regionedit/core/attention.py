@@ -15,7 +15,9 @@ One mechanism serves every method that looks inside the UNet's attention:
 
 Users: :class:`CrossAttentionRecorder` (ZONE's capture: the maps of one branch of the guidance
 batch — for an instruct model's ``[text, image, uncond]`` layout, the text branch — averaged
-over heads and, with a running sum, over steps: no per-step storage) and Prompt-to-Prompt
+over heads and, with a running sum, over steps: no per-step storage), :class:`SourceAttention`
+(the edit-friendly inversion keeps the source text row's maps of every step, so that
+Prompt-to-Prompt need not compute them again) and Prompt-to-Prompt
 (:mod:`regionedit.methods.p2p`: replace / refine / re-weight cross-attention, inject
 self-attention, and record the maps that drive local blending).
 """
@@ -34,6 +36,8 @@ from diffusers.models.attention_processor import Attention
 from regionedit.errors import RegionEditError
 
 Rows = slice | list[int]
+SELF_MAX_TOKENS = 16**2  # P2P injects self-attention in layers with at most this many queries (16² at SD's 512²)
+SOURCE_ATTENTION_BUDGET_MB = 1024  # larger records are dropped: P2P then computes the source row itself
 
 
 def attention_layers(unet) -> dict[str, Attention]:
@@ -294,3 +298,69 @@ def _level(name: str, levels: int) -> int:
     if parts[0] == "up_blocks":
         return levels - 1 - int(parts[1])
     return levels - 1  # mid block
+
+
+# ------------------------------------------------------------------------------- the inversion's maps
+@dataclass
+class SourceAttention:
+    """The source text row's attention probabilities (heads × queries × keys) at each step of an
+    inversion: every cross-attention layer and the self-attention layers with ≤ ``self_max_tokens``
+    queries. The edit-friendly inversion evaluates the UNet at exactly the x_t, timesteps and
+    source prompt that Prompt-to-Prompt's source row would (the stored source branch *is* the
+    input's path), so these are the maps that row would compute, up to float rounding."""
+
+    maps: dict[tuple[int, str], torch.Tensor]
+    self_max_tokens: int
+    steps: int
+
+    def get(self, step: int, name: str) -> torch.Tensor:
+        return self.maps[(step, name)]
+
+    def covers(self, steps: Iterable[int], layers: Iterable[str]) -> bool:
+        layers = list(layers)
+        return all((step, name) in self.maps for step in steps for name in layers)
+
+    @property
+    def megabytes(self) -> float:
+        return sum(t.numel() * t.element_size() for t in self.maps.values()) / 2**20
+
+
+class SourceAttentionRecorder(AttentionControl):
+    """Observes the text rows (the last ``len(steps)`` of each UNet batch: the guidance batch is
+    ``[uncond…, text…]``) and keeps their maps by step, until ``budget_mb`` is exceeded — then it
+    drops them all and stops observing (the caller falls back to computing them)."""
+
+    def __init__(self, steps: int, self_max_tokens: int = SELF_MAX_TOKENS, budget_mb: float | None = None):
+        budget_mb = SOURCE_ATTENTION_BUDGET_MB if budget_mb is None else budget_mb
+        self.self_max_tokens, self.budget, self.total_steps = self_max_tokens, budget_mb * 2**20, steps
+        self.maps: dict[tuple[int, str], torch.Tensor] = {}
+        self.steps: list[int] = []  # the schedule steps of the current UNet call's text rows, in order
+        self.bytes, self.overflowed = 0, False
+
+    def rows(self, name, is_cross, batch, tokens):
+        if self.overflowed or not self.steps or (not is_cross and tokens > self.self_max_tokens):
+            return None
+        return slice(batch - len(self.steps), batch)
+
+    def process(self, name, probs, is_cross):
+        for row, step in enumerate(self.steps):
+            kept = probs[row].clone()
+            self.maps[(step, name)] = kept
+            self.bytes += kept.numel() * kept.element_size()
+        if self.bytes > self.budget:
+            self.maps, self.overflowed = {}, True
+
+    def result(self) -> SourceAttention | None:
+        return None if self.overflowed else SourceAttention(self.maps, self.self_max_tokens, self.total_steps)
+
+
+@contextmanager
+def recording_source_attention(unet, steps: int, enabled: bool = True) -> Iterator[SourceAttentionRecorder | None]:
+    """Inside the block, every attention layer of ``unet`` reports to a :class:`SourceAttentionRecorder`
+    (None when not ``enabled``); set its ``steps`` before each UNet call."""
+    if not enabled:
+        yield None
+        return
+    recorder = SourceAttentionRecorder(steps)
+    with controlled_attention(unet, recorder, attention_layers(unet)):
+        yield recorder

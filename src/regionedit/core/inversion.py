@@ -13,6 +13,11 @@ Where we differ from the released code (documented in README.md):
   schedule's last step has σ = 0 (final ᾱ = 1) the map holds the raw residual (scale 1);
 - for η ≠ 1 the standard DDIM mean √(1-ᾱ_prev-σ_η²) is used (the code mixes η and η²).
 
+``record_attention=True`` also keeps the source text row's attention maps of every step
+(:class:`~regionedit.core.attention.SourceAttention`, in memory only, not in saved files): they are
+the maps Prompt-to-Prompt's source row would compute, so a P2P edit then runs the plain edit's two
+rows. Records over ``SOURCE_ATTENTION_BUDGET_MB`` (SD at 512², 100 steps) are dropped.
+
 :func:`ddim_invert` gives the deterministic DDIM inversion in the same container (η = 0, zero
 maps), for comparisons such as Prompt-to-Prompt on DDIM.
 """
@@ -29,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from regionedit import checks, defaults
+from regionedit.core.attention import SourceAttention, recording_source_attention
 from regionedit.core.sampling import Denoiser, sample, stored_noise
 from regionedit.core.schedule import Schedule
 from regionedit.errors import RegionEditError
@@ -59,6 +65,7 @@ class DDPMInversion:
     seed: int | None
     model: str
     fit: ImageFit | None = None
+    source_attention: SourceAttention | None = None  # with record_attention=True (not saved)
 
     @property
     def num_inference_steps(self) -> int:
@@ -167,16 +174,20 @@ def invert(
     max_side: int | None = None,
     latents: torch.Tensor | None = None,
     progress: bool = True,
+    record_attention: bool = False,
 ) -> DDPMInversion:
     """Invert an image into edit-friendly noise maps.
 
     ``image`` is a PIL image or a 1×3×H×W tensor in [0, 1]; alternatively pass the encoded sample
     x0 as ``latents`` (1×C×h×w, VAE latents for latent models). Defaults follow the paper's code:
     100 steps, η = 1, source CFG 3.5. ``prompt`` describes the image for text models ('' for an
-    unconditional inversion) and must be None for unconditional models.
+    unconditional inversion) and must be None for unconditional models. ``record_attention``: keep
+    the source text row's attention maps for Prompt-to-Prompt (text models).
     """
     if (image is None) == (latents is None):
         raise RegionEditError("give either an image or latents to invert")
+    if record_attention and prompt is None:
+        raise RegionEditError("record_attention keeps the source prompt's attention: give a prompt ('' for none)")
     checks.integer("num_inference_steps", num_inference_steps, 1)
     eta = checks.number("eta", eta, 0, 1, low_open=True)
     batch_size = checks.integer("batch_size", batch_size, 1)
@@ -191,13 +202,15 @@ def invert(
     xts = draw_noisy_path(x0, schedule, generator)
     sigma = schedule.sigma(eta)
     scale = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
-    if batched:
-        xts, zs = _noise_maps_batched(denoiser, schedule, x0, xts, scale, eta, batch_size, progress)
-    else:
-        xts, zs = _noise_maps_sequential(denoiser, schedule, x0, xts, scale, eta, progress)
+    with recording_source_attention(model.unet, len(schedule), record_attention) as recorder:
+        if batched:
+            xts, zs = _noise_maps_batched(denoiser, schedule, x0, xts, scale, eta, batch_size, progress, recorder)
+        else:
+            xts, zs = _noise_maps_sequential(denoiser, schedule, x0, xts, scale, eta, progress, recorder)
     return DDPMInversion(
         x0=x0, xts=xts, zs=zs, noise_scale=scale, schedule=schedule, prompt=prompt,
         guidance_scale=float(guidance_scale), eta=float(eta), seed=seed, model=model.name, fit=fit,
+        source_attention=recorder.result() if recorder is not None else None,
     )
 
 
@@ -242,12 +255,14 @@ def ddim_invert(
     )
 
 
-def _noise_maps_sequential(denoiser, schedule, x0, xts, scale, eta, progress):
+def _noise_maps_sequential(denoiser, schedule, x0, xts, scale, eta, progress, recorder=None):
     """The paper's loop: one step at a time, each x_{t-1} re-derived as μ_t + σ_t z_t."""
     xts = xts.clone()
     zs = torch.empty_like(xts)
     for i in tqdm(range(len(schedule)), disable=not progress, desc="inverting", leave=False):
         x_t = xts[i : i + 1]
+        if recorder is not None:
+            recorder.steps = [i]
         with torch.no_grad():
             mean = schedule.mean(i, x_t, denoiser(x_t, schedule.timesteps[i]), eta)
         target = xts[i + 1 : i + 2] if i + 1 < len(schedule) else x0
@@ -257,13 +272,15 @@ def _noise_maps_sequential(denoiser, schedule, x0, xts, scale, eta, progress):
     return xts, zs
 
 
-def _noise_maps_batched(denoiser, schedule, x0, xts, scale, eta, batch_size, progress):
+def _noise_maps_batched(denoiser, schedule, x0, xts, scale, eta, batch_size, progress, recorder=None):
     """All steps are independent given the drawn x_t: ``batch_size`` steps per UNet call."""
     targets = torch.cat([xts[1:], x0])
     zs = torch.empty_like(xts)
     chunks = torch.arange(len(schedule)).split(batch_size)
     for steps in tqdm(chunks, disable=not progress, desc="inverting", leave=False):
         x_t = xts[steps]
+        if recorder is not None:
+            recorder.steps = steps.tolist()
         with torch.no_grad():
             mean = schedule.mean(steps, x_t, denoiser(x_t, schedule.timesteps[steps]), eta)
         zs[steps] = (targets[steps] - mean) / schedule.at(scale, steps, x_t)

@@ -59,7 +59,7 @@ class DDPMEditor(Editor):
         for unconditional ones). ``p2p_options``: those of :meth:`edit`."""
         inversion = self.invert(image, prompt=source_prompt, guidance_scale=source_guidance_scale,
                                 num_inference_steps=num_inference_steps, eta=eta, inversion_type=inversion_type,
-                                generator=generator, max_side=max_side)
+                                generator=generator, max_side=max_side, record_attention=p2p)
         return self.edit(inversion, prompt=prompt, guidance_scale=guidance_scale, skip=skip, p2p=p2p, image=image,
                          **p2p_options)
 
@@ -76,9 +76,12 @@ class DDPMEditor(Editor):
         max_side: int | None = None,
         batched: bool = True,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        record_attention: bool = False,
     ) -> DDPMInversion:
         """The image's noise maps (``"ddpm"``: edit-friendly; ``"ddim"``: deterministic, η = 0).
-        ``batched``: many timesteps per UNet call (the same maps as the paper's step-by-step loop)."""
+        ``batched``: many timesteps per UNet call (the same maps as the paper's step-by-step loop).
+        ``record_attention`` (edit-friendly, text models): keep the source prompt's attention maps, so
+        that a Prompt-to-Prompt edit need not compute them again (ignored for DDIM)."""
         options = dict(prompt=prompt, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
                        max_side=self.max_side(max_side), progress=self.progress)
         if inversion_type == "ddim":
@@ -86,7 +89,7 @@ class DDPMEditor(Editor):
         if inversion_type != "ddpm":
             raise RegionEditError(f"inversion_type must be one of {', '.join(INVERSION_TYPES)}, got {inversion_type!r}")
         return invert(self.model, image, eta=eta, seed=seed_from(generator), batched=batched, batch_size=batch_size,
-                      **options)
+                      record_attention=record_attention and prompt is not None, **options)
 
     def edit(
         self,

@@ -76,7 +76,8 @@ def redraw(model: DiffusionModel, inversion: DDPMInversion, seed: int) -> DDPMIn
     if not inversion.is_exact:
         raise RegionEditError("only edit-friendly inversions (η > 0) can be redrawn; a DDIM inversion has no draw")
     fresh = invert(model, latents=inversion.x0, prompt=inversion.prompt, guidance_scale=inversion.guidance_scale,
-                   num_inference_steps=inversion.num_inference_steps, eta=inversion.eta, seed=seed, progress=False)
+                   num_inference_steps=inversion.num_inference_steps, eta=inversion.eta, seed=seed, progress=False,
+                   record_attention=inversion.source_attention is not None)
     return replace(fresh, fit=inversion.fit)
 
 
@@ -145,7 +146,7 @@ def shift(inversion: DDPMInversion, dx: int, dy: int, generator: torch.Generator
     # A step with σ = 0 stores the raw residual, not a noise draw: its vacated strip gets none.
     drawn = (inversion.schedule.sigma(inversion.eta) > 0).view(-1, 1, 1, 1).to(inversion.zs)
     zs = _translate(inversion.zs, dx, dy, fresh(inversion.zs) * drawn)
-    return replace(inversion, x0=x0, xts=xts, zs=zs)
+    return replace(inversion, x0=x0, xts=xts, zs=zs, source_attention=None)  # the maps were of the old x_t
 
 
 def tint(
@@ -171,4 +172,4 @@ def tint(
     zs[start:] += delta
     xts = inversion.xts.clone()
     xts[start] += delta[0]
-    return replace(inversion, zs=zs, xts=xts)
+    return replace(inversion, zs=zs, xts=xts, source_attention=None)  # the maps were of the old x_t

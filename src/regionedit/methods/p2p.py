@@ -44,7 +44,12 @@ Where we differ from the released code (P2P's, as used by the edit-friendly code
 - self-attention injection is limited to layers with ≤ 256 queries like the code (16² at SD's
   512²) — ``self_max_tokens`` changes that; local blending uses the layers at 1/32 of the image
   size (SD: the 16² ones, as the code) or, where a UNet has none, its coarsest cross-attention;
-- the attention of the unconditional rows is never edited (as in the code).
+- the attention of the unconditional rows is never edited (as in the code);
+- when the inversion recorded its source attention (``invert(..., record_attention=True)``, what
+  :class:`~regionedit.editors.DDPMEditor` does for a P2P edit), the source text row is not computed
+  at all: the inversion evaluated the UNet at the same x_t, timestep and source prompt, so its maps
+  are the ones that row would give (to float rounding), and each step runs the plain edit's rows
+  [uncond tgt, text tgt].
 """
 
 from __future__ import annotations
@@ -61,13 +66,16 @@ from tqdm.auto import tqdm
 
 from regionedit import __version__, defaults
 from regionedit.core.attention import (
+    SELF_MAX_TOKENS,
     AttentionControl,
     RunningMaps,
+    SourceAttention,
     attention_layers,
     controlled_attention,
     cross_attention_layers,
     layers_at_resolution,
     mean_maps,
+    self_attention_layers,
 )
 from regionedit.core.inversion import DDPMInversion
 from regionedit.core.sampling import stored_noise
@@ -85,7 +93,6 @@ DEFAULT_SELF_REPLACE = defaults.P2P_SELF_REPLACE
 DDIM_SKIP, DDIM_CROSS_REPLACE, DDIM_SELF_REPLACE = (defaults.P2P_DDIM_SKIP, defaults.P2P_DDIM_CROSS_REPLACE,
                                                     defaults.P2P_DDIM_SELF_REPLACE)
 DEFAULT_BLEND_THRESHOLD = defaults.P2P_BLEND_THRESHOLD
-SELF_MAX_TOKENS = 16**2
 SOURCE_BRANCHES = ("stored", "sampled")
 
 Window = float | tuple[float, float]
@@ -177,21 +184,27 @@ class P2PControl(AttentionControl):
     """Edits the target row's attention from the source row's; records the blend layers' maps.
 
     The sampler sets ``step`` (steps since the first edited one) and ``branch_rows`` ([source
-    text row, target text row] of the current UNet batch, or None when the source is not in it).
+    text row, target text row] of the current UNet batch, [target text row] when the source's maps
+    come from ``recorded``, or None when neither is needed). ``recorded``: the inversion's source
+    maps, keyed by schedule step (``offset`` = the first edited step's index).
     """
 
     edits = True
 
     def __init__(self, tokens: TokenMap, equalizer: torch.Tensor | None, cross_steps: range, self_steps: range,
-                 self_max_tokens: int, blend_layers: Sequence[str] = ()):
+                 self_max_tokens: int, blend_layers: Sequence[str] = (), recorded: SourceAttention | None = None,
+                 offset: int = 0):
         self.tokens, self.equalizer = tokens, equalizer
         self.cross_steps, self.self_steps, self.self_max_tokens = cross_steps, self_steps, self_max_tokens
         self.running = {name: RunningMaps() for name in blend_layers}
+        self.recorded, self.offset = recorded, offset
         self.step = 0
         self.branch_rows: list[int] | None = None
 
     def needs_source(self) -> bool:
-        return self.step in self.cross_steps or self.step in self.self_steps or bool(self.running)
+        """Whether this step's UNet batch must hold the source text row (never with recorded maps)."""
+        wanted = self.step in self.cross_steps or self.step in self.self_steps or bool(self.running)
+        return wanted and self.recorded is None
 
     def rows(self, name, is_cross, batch, tokens):
         if self.branch_rows is None:
@@ -201,15 +214,18 @@ class P2PControl(AttentionControl):
         return self.branch_rows if self.step in self.self_steps and tokens <= self.self_max_tokens else None
 
     def process(self, name, probs, is_cross):
-        source, target = probs[0], probs[1]
+        if len(probs) == 2:
+            source, target = probs[0], probs[1]
+        else:  # the target row alone: the source's maps are the inversion's
+            source, target = self.recorded.get(self.step + self.offset, name).to(probs), probs[0]
         if not is_cross:
             target = source  # self-attention injection
         elif self.step in self.cross_steps:
             target = self.edit_cross(source, target)
-        probs = torch.stack([source, target])
+        both = torch.stack([source, target])
         if is_cross and name in self.running:
-            self.running[name].add(probs)
-        return probs
+            self.running[name].add(both)
+        return both if len(probs) == 2 else target[None]
 
     def edit_cross(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """heads × queries × tokens maps of the source and target rows → the target's edited maps."""
@@ -248,7 +264,7 @@ class _Branches:
         n, s, g = self.negative, self.source_text, self.target_text
         rows = {"sampled": ([x_source, x_target, x_source, x_target], [n, n, s, g], [2, 3]),
                 "stored": ([x_target, x_source, x_target], [n, s, g], [1, 2]),
-                "target": ([x_target, x_target], [n, g], None)}
+                "target": ([x_target, x_target], [n, g], [1] if self.control.recorded is not None else None)}
         xs, texts, self.control.branch_rows = rows[layout]
         eps = self.model.unet_eps(torch.cat(xs), t, torch.cat(texts))
         if layout == "sampled":
@@ -304,8 +320,10 @@ def edit(
         if blend_words:
             raise RegionEditError("local blending takes blend words or a blend mask, not both")
         given, fixed = fixed_blend_mask(model, inversion, blend_mask, image)
-    control = P2PControl(tokens, equalizer, step_window(cross_replace, steps, "cross_replace"),
-                         step_window(self_replace, steps, "self_replace"), self_max_tokens, blend_layers)
+    cross_steps, self_steps = step_window(cross_replace, steps, "cross_replace"), step_window(self_replace, steps, "self_replace")
+    recorded = _usable_recording(model, inversion, source_branch, skip, cross_steps, self_steps, self_max_tokens,
+                                 blend_layers)
+    control = P2PControl(tokens, equalizer, cross_steps, self_steps, self_max_tokens, blend_layers, recorded, skip)
     branches = _Branches(model, source_prompt, prompt, inversion.guidance_scale, guidance_scale, control)
 
     inv = inversion.to(model.device)
@@ -337,6 +355,7 @@ def edit(
         "cross_replace": cross_replace, "self_replace": self_replace, "self_max_tokens": self_max_tokens,
         "reweight": dict(reweight or {}), "blend_words": list(blend_words),
         "blend_threshold": blend_threshold if blend_words else None, "source_branch": source_branch,
+        "source_attention": "inversion" if recorded is not None else "computed",
         "blend_mask": given.source if given is not None else None,
         "inversion": "ddpm" if exact else "ddim", "num_inference_steps": steps, "eta": inversion.eta,
         "seed": inversion.seed,
@@ -347,6 +366,22 @@ def edit(
         source_image=to_image(model, x_source, inversion), source_sample=x_source,
         mode=tokens.mode, blend_mask=mask, recipe=recipe, pixels=from_model_range(pixels),
     )
+
+
+def _usable_recording(model, inversion, source_branch, skip, cross_steps, self_steps, self_max_tokens,
+                      blend_layers) -> SourceAttention | None:
+    """The inversion's recorded source maps, if they hold every (step, layer) this edit reads."""
+    recorded = inversion.source_attention
+    if recorded is None or source_branch != "stored" or self_max_tokens > recorded.self_max_tokens:
+        return None
+    edited = range(skip, inversion.num_inference_steps)
+    cross = list(cross_attention_layers(model.unet))
+    cross_steps = edited if blend_layers else [skip + s for s in cross_steps if skip + s in edited]
+    self_steps = [skip + s for s in self_steps if skip + s in edited]
+    # which self-attention layers are small enough is known only at call time: require every one recorded
+    small = [name for name in self_attention_layers(model.unet) if (edited.start, name) in recorded.maps]
+    ok = recorded.covers(cross_steps, cross) and recorded.covers(self_steps, small)
+    return recorded if ok else None
 
 
 def fixed_blend_mask(model: DiffusionModel, inversion: DDPMInversion, blend_mask, image=None) -> tuple[MaskResult, torch.Tensor]:
