@@ -2,8 +2,11 @@
 
 - ``bench_discover``: seconds to find k RBE directions at one timestep (speed).
 - ``bench_directions``: on toy faces, where the edits land (share of the pixel-change energy inside
-  the dilated region mask), which ground-truth factors they move (probe), and how well directions
-  found on one face transfer to others.
+  the dilated region mask), which ground-truth factors they move (probe; the top direction moves
+  *exactly one* factor when one factor moves by ≥ ``MOVE_THRESHOLD`` — a tenth of a continuous
+  factor's range, or a flipped class — and no other does), how well directions found on one face
+  transfer to others, and for JICA how much more each individual direction changes its own region
+  than the other one (change energy in its dilated region over the other's).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from regionedit.toyworld import probes
 from regionedit.toyworld.splits import split_seeds
 
 CELEBAHQ_RANDOM = "random/ddpm-celebahq-256"
+MOVE_THRESHOLD = 0.1
 
 
 def celebahq_sized_random(seed: int = 0) -> dict:
@@ -116,7 +120,8 @@ def bench_directions(
         return [directions.labels.index(label) for label in ("individual eyes 0", "individual mouth 0", "joint 0")]
 
     began = time.perf_counter()
-    locality, moved = [], Counter()
+    locality, moved, single, own_over_other = [], Counter(), [], {"eyes": [], "mouth": []}
+    grown = {name: dilate(region, dilation) for name, region in regions.items()}
     starts = [start_from_image(model, faces.images[i : i + 1]) for i in range(count + 1)]
     source_directions = find(starts[0])
     for i in range(1, count + 1):
@@ -125,9 +130,14 @@ def bench_directions(
         reference = _edit(model, start, None, 0.0)
         for rank, index in enumerate(top3(directions)):
             edited = _edit(model, start, directions.vectors[index], strength)
+            moves = _factor_moves(net, reference, edited)
             if rank == 0:
                 locality.append(_energy_inside(edited - reference, allowed))
-            moves = _factor_moves(net, reference, edited)
+                single.append(sum(move >= MOVE_THRESHOLD for move in moves.values()) == 1)
+            if method == "jica" and rank < 2:  # the individual eyes, then mouth direction
+                own, other = ("eyes", "mouth") if rank == 0 else ("mouth", "eyes")
+                change = edited - reference
+                own_over_other[own].append(_energy_inside(change, grown[own]) / max(_energy_inside(change, grown[other]), 1e-12))
             moved[(directions.labels[index].rsplit(" ", 1)[0] if method == "jica" else f"direction {rank}",
                    max(moves, key=moves.get))] += 1
     transfer = []
@@ -145,6 +155,12 @@ def bench_directions(
         "mean_energy_inside": round(float(local.mean()), 4),
         "share_faces_at_least_90pct_inside": round(float((local >= 0.9).float().mean()), 4),
         "factors_moved": {f"{k[0]} → {k[1]}": v for k, v in sorted(moved.items())},
+        "move_threshold": MOVE_THRESHOLD,
+        "share_top_direction_moves_exactly_one_factor": round(sum(single) / max(1, len(single)), 4),
+        **({"individual_own_over_other_region": {
+            name: {"median": round(float(torch.tensor(ratios).median()), 3),
+                   "share_at_least_5x": round(float((torch.tensor(ratios) >= 5).float().mean()), 4)}
+            for name, ratios in own_over_other.items()}} if method == "jica" else {}),
         "transfer_mean_energy_inside": round(float(transferred.mean()), 4),
         "transfer_success": round(float((transferred >= 0.9).float().mean()), 4),
         "seconds": round(time.perf_counter() - began, 1), "machine": machine(),
