@@ -144,6 +144,28 @@ def test_zone_turns_and_undo(page, scene_file):
     page.screenshot(path=str(ARTIFACTS / "webapp-zone.png"), full_page=True)
 
 
+def test_zone_edits_the_named_object_with_the_embedded_instruct_model(page, tmp_path):
+    """A real semantic edit: the toy instruct model (the tab's default) recolours the box, and the
+    pixels that changed are the box's (IoU with the toy edit's ground-truth mask)."""
+    from regionedit.toyworld.scenes import generate_edits
+    from regionedit.toyworld.splits import split_seeds
+
+    edit = generate_edits(split_seeds("validation", 1), actions=["change_colour"])
+    path = tmp_path / "edit-source.png"
+    tensor_to_pil(edit.source.images[0] * 2 - 1).save(path)
+    upload(page, path)
+    page.get_by_role("tab", name="ZONE (instruction)").click()
+    page.locator("#zone-instruction textarea").fill(edit.instruction[0])  # "change the color of the box to blue"
+    page.locator("#zone-apply").click()
+    output = np.asarray(result_image(page)).astype(int)
+    original = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    changed = np.abs(output - original).max(axis=-1) > 24
+    truth = edit.mask[0, 0].numpy() > 0.5
+    assert (changed & truth).sum() / (changed | truth).sum() >= 0.5
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "webapp-zone-semantic.png"), full_page=True)
+
+
 def test_ddpm_reuses_the_inversion_and_directions_follow_the_slider(page, scene_file):
     upload(page, scene_file)
     page.get_by_role("tab", name="DDPM noise space (prompts)").click()
