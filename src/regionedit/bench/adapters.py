@@ -108,7 +108,7 @@ class CaptionEdit:
             inversion = self.editor.invert(image, prompt=item.record["source_caption"], guidance_scale=self.source_guidance,
                                            num_inference_steps=self.steps, generator=self.seed,
                                            inversion_type="ddim" if self.name == "ddim-p2p" else "ddpm",
-                                           max_side=max(image.shape[-2:]))
+                                           max_side=max(image.shape[-2:]), record_attention=self.name == "ddpm-p2p")
             result = self.editor.edit(inversion, prompt=item.record["target_caption"], p2p=self.name != "ddpm",
                                       **self.options)
             outputs.append(MethodOutput(_unit(result.image)))
