@@ -96,12 +96,23 @@ def test_face_labels_hide_what_cannot_be_seen():
     assert torch.equal(weight.bool(), batch.factors["hat"] > 0.5)
 
 
-@pytest.mark.parametrize("variant, options", [("ddpm", {"skip": 1}), ("ddpm-p2p", {"skip": 1}), ("ddim-p2p", {})])
+@pytest.mark.parametrize("variant, options", [("ddpm", {"skip": 1}), ("ddpm-p2p", {"skip": 1}), ("ddim-p2p", {}),
+                                              ("ddpm-p2p", {"skip": 1, "local_blend": True})])
 def test_caption_editing_runs_on_caption_edits_only(variant, options):
     from regionedit.bench.quality import make_method, run_quality
 
     method = make_method(variant, "scenes", {"model": "tiny/sd", "num_inference_steps": 4, **options})
     result = run_quality("scenes", method, count=4)
-    assert result["method"] == variant and result["count"] == 4
+    assert result["method"] == variant + ("-blend" if options.get("local_blend") else "") and result["count"] == 4
     assert set(result["results"]) <= {"change_colour", "change_object", "overall"}
     assert 0 <= result["results"]["overall"]["background_psnr"] <= 100
+
+
+def test_caption_editing_blends_by_the_edited_kinds():
+    from regionedit.bench.adapters import _kind_words
+    from regionedit.bench.quality import make_method
+
+    assert _kind_words({"source_object": "a red ball", "target_object": "a blue ball"}) == ["ball"]
+    assert _kind_words({"source_object": "a red box", "target_object": "a red ball"}) == ["box", "ball"]
+    with pytest.raises(RegionEditError, match="local_blend is a Prompt-to-Prompt option"):
+        make_method("ddpm", "scenes", {"model": "tiny/sd", "local_blend": True})

@@ -83,20 +83,26 @@ class CaptionEdit:
     the paper's skip 36 and target CFG 15), ``ddpm-p2p`` (the same noise space with Prompt-to-Prompt,
     the released code's defaults: skip 12, CFG 9, cross 0.6, self 0.2) or ``ddim-p2p`` (P2P on a
     deterministic DDIM inversion). Change colour and change object only: their captions differ in
-    the edited object alone."""
+    the edited object alone. ``local_blend=True`` (P2P variants): P2P's LocalBlend by the edited
+    object's kind words in the source and target captions ("ball"; "box", "ball"), as a user of the
+    P2P code names the words of the edit."""
 
     actions = ("change_colour", "change_object")
 
     def __init__(self, world: str, variant: str = "ddpm", model: str = "toy/scenes-t2i", device: str | None = None,
                  num_inference_steps: int = defaults.DDPM_STEPS,
-                 source_guidance: float = defaults.DDPM_SOURCE_GUIDANCE, seed: int = 0, **options):
+                 source_guidance: float = defaults.DDPM_SOURCE_GUIDANCE, seed: int = 0, local_blend: bool = False,
+                 **options):
         from regionedit.editors import DDPMEditor
 
         if world != "scenes":
             raise RegionEditError("caption editing is benchmarked on scenes (every caption edit has a ground truth)")
         if variant not in ("ddpm", "ddpm-p2p", "ddim-p2p"):
             raise RegionEditError(f"unknown caption-editing variant {variant!r} (ddpm, ddpm-p2p, ddim-p2p)")
-        self.name = variant
+        if local_blend and variant == "ddpm":
+            raise RegionEditError("local_blend is a Prompt-to-Prompt option: use ddpm-p2p or ddim-p2p")
+        self.name = variant + ("-blend" if local_blend else "")
+        self.variant, self.local_blend = variant, local_blend
         self.editor = DDPMEditor.from_pretrained(model, device=device)
         self.editor.set_progress_bar_config(disable=True)
         self.steps, self.source_guidance, self.seed, self.options = num_inference_steps, source_guidance, seed, options
@@ -107,9 +113,16 @@ class CaptionEdit:
             image = item.image.unsqueeze(0)
             inversion = self.editor.invert(image, prompt=item.record["source_caption"], guidance_scale=self.source_guidance,
                                            num_inference_steps=self.steps, generator=self.seed,
-                                           inversion_type="ddim" if self.name == "ddim-p2p" else "ddpm",
-                                           max_side=max(image.shape[-2:]), record_attention=self.name == "ddpm-p2p")
-            result = self.editor.edit(inversion, prompt=item.record["target_caption"], p2p=self.name != "ddpm",
-                                      **self.options)
+                                           inversion_type="ddim" if self.variant == "ddim-p2p" else "ddpm",
+                                           max_side=max(image.shape[-2:]), record_attention=self.variant == "ddpm-p2p")
+            blend = {"blend_words": _kind_words(item.record)} if self.local_blend else {}
+            result = self.editor.edit(inversion, prompt=item.record["target_caption"], p2p=self.variant != "ddpm",
+                                      **blend, **self.options)
             outputs.append(MethodOutput(_unit(result.image)))
         return outputs
+
+
+def _kind_words(record: dict) -> list[str]:
+    """The object kinds an edit names ("a red ball" → "ball"), source first, without repeats."""
+    kinds = [record[key].split()[-1] for key in ("source_object", "target_object") if record.get(key)]
+    return list(dict.fromkeys(kinds))
