@@ -275,14 +275,15 @@ def layer_size(latent_size: tuple[int, int], tokens: int) -> tuple[int, int]:
     return -(-h // factor), -(-w // factor)
 
 
-def layers_at_resolution(unet, latent_size: tuple[int, int], image_size: tuple[int, int], fraction: float = 1 / 32) -> list[str]:
-    """The cross-attention layers whose maps are ``fraction`` of the image size (ZONE: 1/32);
-    where the UNet has none at that size, the coarsest ones it has."""
+def layers_at_resolution(unet, latent_size: tuple[int, int], image_size: tuple[int, int], fraction: float = 1 / 32,
+                         min_cells: int = 1) -> list[str]:
+    """The cross-attention layers whose maps are ``fraction`` of the image size (ZONE: 1/32), or
+    ``min_cells`` wide if that is more; where the UNet has none at that size, the coarsest ones it has."""
     levels = len(unet.down_blocks)
     resolutions = {name: max(1, latent_size[0] // 2 ** _level(name, levels)) for name in cross_attention_layers(unet)}
     if not resolutions:
         raise RegionEditError("this UNet has no cross-attention layers")
-    target = max(1, round(image_size[0] * fraction))
+    target = max(1, min_cells, round(image_size[0] * fraction))
     chosen = [n for n, r in resolutions.items() if r == target]
     if not chosen:
         coarsest = min(resolutions.values())

@@ -43,7 +43,9 @@ Where we differ from the released code (P2P's, as used by the edit-friendly code
   (60 % of 100 steps = the first 60 of the 88 steps after skip 12);
 - self-attention injection is limited to layers with ≤ 256 queries like the code (16² at SD's
   512²) — ``self_max_tokens`` changes that; local blending uses the layers at 1/32 of the image
-  size (SD: the 16² ones, as the code) or, where a UNet has none, its coarsest cross-attention;
+  size (SD: the 16² ones, as the code) but at least 8² (``BLEND_MIN_CELLS``: at the toy scenes'
+  64², 1/32 would be 2², and the UNet's coarsest 4² maps, 3×3-pooled, covered whole images), or,
+  where a UNet has none, its coarsest cross-attention;
 - the attention of the unconditional rows is never edited (as in the code);
 - when the inversion recorded its source attention (``invert(..., record_attention=True)``, what
   :class:`~regionedit.editors.DDPMEditor` does for a P2P edit), the source text row is not computed
@@ -93,6 +95,7 @@ DEFAULT_SELF_REPLACE = defaults.P2P_SELF_REPLACE
 DDIM_SKIP, DDIM_CROSS_REPLACE, DDIM_SELF_REPLACE = (defaults.P2P_DDIM_SKIP, defaults.P2P_DDIM_CROSS_REPLACE,
                                                     defaults.P2P_DDIM_SELF_REPLACE)
 DEFAULT_BLEND_THRESHOLD = defaults.P2P_BLEND_THRESHOLD
+BLEND_MIN_CELLS = 8  # local blending reads maps of at least 8×8 cells
 SOURCE_BRANCHES = ("stored", "sampled")
 
 Window = float | tuple[float, float]
@@ -459,4 +462,4 @@ def _blend(model, inversion, source_prompt, prompt, blend_words, length):
     image_size = tuple(s * model.vae_scale_factor for s in latent_size)
     if not cross_attention_layers(model.unet):
         raise RegionEditError(f"model {model.name} has no cross-attention layers to blend by")
-    return layers_at_resolution(model.unet, latent_size, image_size), words
+    return layers_at_resolution(model.unet, latent_size, image_size, min_cells=BLEND_MIN_CELLS), words
