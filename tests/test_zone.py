@@ -78,6 +78,89 @@ def test_coarse_mask_is_first_minus_last_token_below_threshold():
     assert zone.coarse_mask_from_attention(torch.ones(1, 77, 4, 4), 0, 5, (8, 8), 128).sum() == 0
 
 
+def test_coarse_mask_from_change_is_where_the_edit_moved_the_pixels():
+    original = torch.full((1, 3, 6, 6), 0.5)
+    edited = original.clone()
+    edited[..., 1:3, 2:5] += 0.3  # changed by 0.3 on every channel
+    edited[:, 0, 5, 5] += 0.09  # 0.03 on average over RGB: below the threshold
+    mask = zone.coarse_mask_from_change(edited, original, 0.05)
+    expected = torch.zeros(1, 1, 6, 6)
+    expected[..., 1:3, 2:5] = 1
+    assert torch.equal(mask, expected)
+
+
+def test_localisation_defaults_by_family_and_refuses_unknown_ones(ip2p_model, scene):
+    assert zone.localisation_for("toy/scenes-instruct") == "change"
+    assert zone.localisation_for("timbrooks/instruct-pix2pix") == zone.localisation_for("tiny/ip2p") == "attention"
+    image, instruction = scene
+    out = zone.edit(ip2p_model, image, instruction, localisation="change", num_inference_steps=3, progress=False)
+    assert out.recipe["localisation"] == "change"
+    change = (as_unit(out.edited) - image).abs().mean(1, keepdim=True)  # from the 8-bit edited image
+    clear = (change - zone.DEFAULT_CHANGE_THRESHOLD).abs() > 1 / 255  # rounding cannot flip these pixels
+    assert clear.float().mean() > 0.9
+    assert torch.equal(out.coarse_mask[clear], (change > zone.DEFAULT_CHANGE_THRESHOLD).float()[clear])
+    outside = out.final_mask.expand_as(image) == 0
+    assert torch.equal((as_unit(out.image) * 255).round()[outside], (image * 255).round()[outside])
+    with pytest.raises(RegionEditError, match="unknown ZONE localisation 'pixels'"):
+        zone.edit(ip2p_model, image, instruction, localisation="pixels", progress=False)
+
+
+def test_zone_removes_the_named_object_with_the_embedded_instruct_model():
+    """Semantic: on validation removals, ZONE with the toy instruct model (its defaults) removes
+    the object as the probe reads it, inside a final mask that overlaps the ground truth."""
+    from regionedit.editors import ZoneEditor
+    from regionedit.models.loading import embedded_models
+    from regionedit.toyworld.benchmark import benchmark_items, edit_success
+    from regionedit.toyworld.probes import load_probe
+
+    if "toy/scenes-instruct" not in embedded_models():
+        pytest.skip("toy/scenes-instruct is not in this installation")
+    editor = ZoneEditor.from_pretrained("toy/scenes-instruct", device="cpu")
+    editor.set_progress_bar_config(disable=True)
+    items = benchmark_items("scenes", 4, actions=["remove"], split="validation")
+    outputs = [editor(item.image.unsqueeze(0), item.instruction, generator=0) for item in items]
+    images = torch.stack([as_unit(out.image)[0] for out in outputs])
+    assert edit_success("scenes", items, images, load_probe("scenes")).float().mean() >= 0.75
+    for item, out in zip(items, outputs, strict=True):
+        assert out.recipe["localisation"] == "change"
+        final, truth = out.masks["final"][0, 0] > 0.5, item.mask[0] > 0.5
+        assert (final & truth).sum() / (final | truth).sum() >= 0.5
+
+
+def test_a_model_folder_ships_its_classifier(tmp_path, capsys):
+    import shutil
+
+    from regionedit.editors import ZoneEditor
+    from regionedit.methods.actions import SHIPPED_FILE
+    from regionedit.models.loading import local_folder
+
+    folder = tmp_path / "my-ip2p"
+    shutil.copytree(local_folder("tiny/ip2p"), folder)
+    assert ZoneEditor.from_pretrained(str(folder), device="cpu", second_model=None).classifier is None
+    assert main(["train-classifier", "--model", str(folder), "--instructions", "toyworld", "--train", "60", "--test", "30",
+                 "-o", str(folder / SHIPPED_FILE), "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["instructions"] == "toyworld" and report["unseen_phrasing_accuracy"] is None
+    editor = ZoneEditor.from_pretrained(str(folder), device="cpu", second_model=None)
+    assert editor.classifier is not None and editor.classifier.model_name == str(folder)
+    assert ZoneEditor.from_pretrained(str(folder), device="cpu", second_model=None, classifier="none").classifier is None
+
+
+def test_the_embedded_instruct_model_ships_a_classifier_that_reads_the_toy_instructions():
+    from regionedit.editors import ZoneEditor
+    from regionedit.models.loading import embedded_models
+    from regionedit.toyworld.scenes import action_instructions
+
+    if "toy/scenes-instruct" not in embedded_models():
+        pytest.skip("toy/scenes-instruct is not in this installation")
+    editor = ZoneEditor.from_pretrained("toy/scenes-instruct", device="cpu", second_model=None)
+    pairs = action_instructions("validation", 60)
+    decisions = [actions.decide_action(editor.model, text, editor.classifier) for text, _ in pairs]
+    assert all(d.source == "classifier" for d in decisions)
+    right = [d.action == ("change" if a.startswith("change") else a) for d, (_, a) in zip(decisions, pairs, strict=True)]
+    assert sum(right) / len(right) >= 0.95
+
+
 # ------------------------------------------------------------------------------- actions
 def test_keyword_rule_and_generated_instructions():
     assert actions.keyword_action("get rid of the tree") == "remove"
@@ -257,5 +340,12 @@ def test_bench_zone_tiny_and_quality_methods(tmp_path):
 
     zone_result = run_quality("scenes", make_method("zone", "scenes", {"model": "tiny/ip2p", "num_inference_steps": 3}), count=4)
     assert zone_result["results"]["overall"]["coarse_mask_iou"] is not None
+    from regionedit.toyworld.benchmark import benchmark_items
+
+    items = benchmark_items("scenes", 4)
+    read_right = [actions.keyword_action(i.instruction) == ("change" if i.action.startswith("change") else i.action)
+                  for i in items]  # no classifier given: the keyword rule reads the action
+    assert zone_result["results"]["overall"]["action_accuracy"] == round(sum(read_right) / 4, 4)
     baseline = run_quality("scenes", make_method("instruct", "scenes", {"model": "tiny/ip2p", "num_inference_steps": 3}), count=4)
+    assert "action_accuracy" not in baseline["results"]["overall"]
     assert baseline["results"]["overall"]["mask_iou"] is None and set(baseline["results"]) - {"overall"}

@@ -294,7 +294,8 @@ def _zone_row(folder: Path, progress: bool, log) -> GalleryRow:
     images = [
         (_save(folder, "zone_input.png", unit_to_pil(edits.source.images[0])), f"input: {edits.source_caption[0]}"),
         (_save(folder, "zone_edited.png", out.images["edited"]), "instruct model's output, not localised"),
-        (_save(folder, "zone_coarse.png", _mask_image(out.masks["coarse"][0])), "attention mask"),
+        (_save(folder, "zone_coarse.png", _mask_image(out.masks["coarse"][0])),
+         "attention mask" if out.recipe["localisation"] == "attention" else "coarse mask: where the edit changed the input"),
         (_save(folder, "zone_final_mask.png", _mask_image(out.masks["final"][0])), "final mask"),
         (_save(folder, "zone_output.png", out.image, out.recipe), f"'{edits.instruction[0]}' (outside the mask: the input)"),
     ]

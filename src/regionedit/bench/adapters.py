@@ -58,13 +58,13 @@ class ZoneMethod:
     name = "zone"
 
     def __init__(self, world: str, model: str = "toy/scenes-instruct", model2: str | None = None,
-                 classifier: str | None = None, segmenter: str = "classical", device: str | None = None, **options):
+                 classifier: str = "auto", segmenter: str = "classical", device: str | None = None, **options):
         from regionedit.editors import ZoneEditor
 
         if world != "scenes":
             raise RegionEditError("ZONE is benchmarked on scenes (instructions with ground truth)")
         self.editor = ZoneEditor.from_pretrained(model, device=device, second_model="auto" if model2 is None else model2,
-                                                 classifier=classifier or None, segmenter=segmenter)
+                                                 classifier=classifier, segmenter=segmenter)
         self.editor.set_progress_bar_config(disable=True)
         self.options = options
 
@@ -73,7 +73,7 @@ class ZoneMethod:
         for item in items:
             result = self.editor(item.image.unsqueeze(0), item.instruction, **_item_options(item, self.options))
             outputs.append(MethodOutput(_unit(result.image), result.masks["final"][0, 0],
-                                        {"coarse": result.masks["coarse"][0, 0]}))
+                                        {"coarse": result.masks["coarse"][0, 0]}, action=result.recipe["action"]))
         return outputs
 
 

@@ -103,15 +103,18 @@ def run_quality(world: str, method: EditMethod, count: int = 200, size: int = 64
 
 
 def markdown_table(result: dict) -> str:
+    extra = [k for k in ("action_accuracy",) if any(row.get(k) is not None for row in result["results"].values())]
     lines = [
         f"### {result['method']} on {result['world']} ({result['count']} benchmark edits, "
         f"{result['seconds_per_edit']} s per edit)",
         "",
-        "| action | n | edit success | background PSNR (dB) | background L1 | mask IoU |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| action | n | edit success | background PSNR (dB) | background L1 | mask IoU |"
+        + "".join(f" {k.replace('_', ' ')} |" for k in extra),
+        "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(extra),
     ]
     for action, row in result["results"].items():
-        cells = [row[k] if row[k] is not None else "–" for k in ("edit_success", "background_psnr", "background_l1", "mask_iou")]
+        cells = [row.get(k) if row.get(k) is not None else "–"
+                 for k in ("edit_success", "background_psnr", "background_l1", "mask_iou", *extra)]
         lines.append(f"| {action} | {row['count']} | " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

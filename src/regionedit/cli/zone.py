@@ -25,7 +25,9 @@ def _add_zone_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model2", help="second instruct model fused with --model (default: MagicBrush for hub "
                                          "models, toy/scenes-instruct-remove for toy/, tiny/ip2p-b for tiny/)")
     parser.add_argument("--single", action="store_true", help="use --model alone (no fusion)")
-    parser.add_argument("--classifier", help="action classifier file (`regionedit train-classifier`); default: keywords")
+    parser.add_argument("--classifier", default="auto",
+                        help="action classifier file (`regionedit train-classifier`); auto (default): the one the model "
+                             "folder ships (action_classifier.safetensors), else keywords; none: keywords")
     parser.add_argument("--segmenter", default="classical", help="segment everything: classical (default) or sam:<model>")
     parser.add_argument("--steps", type=int, default=defaults.ZONE_STEPS, help=f"sampling steps (paper: {defaults.ZONE_STEPS})")
     parser.add_argument("--cfg", type=float, default=defaults.ZONE_TEXT_GUIDANCE,
@@ -34,6 +36,11 @@ def _add_zone_options(parser: argparse.ArgumentParser) -> None:
                         help=f"image guidance (paper: {defaults.ZONE_IMAGE_GUIDANCE:g})")
     parser.add_argument("--threshold", type=float, default=defaults.ZONE_THRESHOLD,
                         help=f"attention threshold T on 0..255 (paper: {defaults.ZONE_THRESHOLD:g})")
+    parser.add_argument("--localisation", choices=["attention", "change"],
+                        help="coarse mask from the attention maps (the paper; default for hub models) or from where "
+                             "the edit changed the image (default for toy/ models, chosen on the validation split)")
+    parser.add_argument("--change-threshold", type=float, default=defaults.ZONE_CHANGE_THRESHOLD,
+                        help=f"with --localisation change: mean RGB change that counts (default {defaults.ZONE_CHANGE_THRESHOLD:g})")
     parser.add_argument("--union-iou", type=float, help="take the union of segments with rIoU ≥ this (default: the best one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-side", type=int, help=MAX_SIDE_HELP)
@@ -48,14 +55,15 @@ def _zone_editor(args: argparse.Namespace):
 
     check_nonnegative(cfg=args.cfg, image_cfg=args.image_cfg)
     second = None if args.single else args.model2 or "auto"
-    editor = load_editor(ZoneEditor, args, second_model=second, classifier=args.classifier or None,
+    editor = load_editor(ZoneEditor, args, second_model=second, classifier=args.classifier,
                          segmenter=args.segmenter)
 
     def run(image, instruction: str, mask_spec: str | None = None):
         mask = resolve_mask(editor, mask_spec, image, args.seed) if mask_spec else None
         checks.seed(args.seed)  # named as before (the editor would say generator)
         output = editor(image, instruction, mask=mask, num_inference_steps=args.steps, guidance_scale=args.cfg,
-                        image_guidance_scale=args.image_cfg, threshold=args.threshold, union_above=args.union_iou,
+                        image_guidance_scale=args.image_cfg, threshold=args.threshold, localisation=args.localisation,
+                        change_threshold=args.change_threshold, union_above=args.union_iou,
                         generator=args.seed, max_side=args.max_side)
         for message in output.recipe["notes"]:
             note(message)
@@ -138,7 +146,22 @@ def add_train_classifier(commands) -> None:
     train.add_argument("--test", type=int, default=defaults.ZONE_TEST_INSTRUCTIONS,
                        help=f"held-out instructions (paper: {defaults.ZONE_TEST_INSTRUCTIONS})")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--instructions", choices=["templates", "toyworld"], default="templates",
+                       help="templates: our sentences over a COCO-like vocabulary, held-out objects and phrasings "
+                            "(default); toyworld: the toy scenes' instructions (train split; held out: validation)")
     add_model_options(train, task="zone")
+
+
+def toyworld_instructions(split: str, count: int, unseen_templates: bool = False) -> list[tuple[str, int]] | None:
+    """The toy scenes' own instructions as (text, label): train split for "train", validation for
+    "test"; the toy world has no held-out phrasings (None)."""
+    from regionedit.methods.actions import ACTIONS
+    from regionedit.toyworld.scenes import action_instructions
+
+    if unseen_templates:
+        return None
+    pairs = action_instructions("train" if split == "train" else "validation", count)
+    return [(text, ACTIONS.index("change" if action.startswith("change") else action)) for text, action in pairs]
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
@@ -146,7 +169,9 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     from regionedit.methods.actions import train_classifier
 
     check_output_path(args.output, [])
-    classifier = train_classifier(load_model(args), args.train, args.test, seed=args.seed)
+    source = toyworld_instructions if args.instructions == "toyworld" else None
+    classifier = train_classifier(load_model(args), args.train, args.test, seed=args.seed, instructions=source)
+    classifier.report["instructions"] = args.instructions
     classifier.save(args.output)
     print(json.dumps(classifier.report, indent=2))
     return 0

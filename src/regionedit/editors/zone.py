@@ -3,7 +3,8 @@
 1. Action (change / add / remove) from the instruction: the action classifier, or keywords.
 2. Both instruct models denoise one latent (20 steps, text CFG 7.5, image CFG 1.5), fused after
    every step with β (0.2 for remove, 0.01 else); the first model's cross-attention is recorded.
-3. Coarse mask from the attention (threshold T = 128), or a given mask; the segment of best
+3. Coarse mask from the attention (threshold T = 128; for the toy models, where the edit changed
+   the input), or a given mask; the segment of best
    Region-IoU in the edited image (the input for remove); FFT edge smoother → the final mask.
 4. The edited layer over the input: outside the final mask the output is the input, exactly.
 The editor owns both instruct models (the second by default the family's partner:
@@ -21,8 +22,9 @@ import torch
 from regionedit.editors.base import Editor, EditorOutput, auto, seed_from
 from regionedit.errors import RegionEditError
 from regionedit.methods import zone
-from regionedit.methods.actions import ActionClassifier
+from regionedit.methods.actions import ActionClassifier, shipped_classifier
 from regionedit.models.backend import DiffusionModel
+from regionedit.models.loading import local_folder
 
 
 class ZoneEditor(Editor):
@@ -30,21 +32,25 @@ class ZoneEditor(Editor):
 
     ``second_model``: the instruct model fused with the first — a loaded model, a name, ``"auto"``
     (the family's partner, where this installation has it) or None (the first model alone).
-    ``classifier``: an :class:`~regionedit.methods.actions.ActionClassifier` or its file (None:
-    keywords decide). ``segmenter``: a segment-everything provider or its spec (``"classical"``,
+    ``classifier``: an :class:`~regionedit.methods.actions.ActionClassifier`, its file, ``"auto"``
+    (the classifier the model's folder ships, if any) or None (keywords decide). ``segmenter``: a segment-everything provider or its spec (``"classical"``,
     ``"sam:<model>"``)."""
 
     task = "zone"
     method = "ZONE"
 
-    def __init__(self, model: DiffusionModel, second_model="auto", classifier=None, segmenter="classical",
+    def __init__(self, model: DiffusionModel, second_model="auto", classifier="auto", segmenter="classical",
                  allow_pickle: bool = False):
         from regionedit.segment_everything import load_segment_everything
 
         super().__init__(model, allow_pickle)
         second = auto(second_model, zone.partner_of(model.name))
         self.second_model = self.companion_model(second) if isinstance(second, str) else second
-        self.classifier = ActionClassifier.load(classifier) if isinstance(classifier, str | Path) else classifier
+        classifier = auto(classifier, "shipped")
+        if classifier == "shipped":
+            self.classifier = shipped_classifier(local_folder(model.name), model.name)
+        else:
+            self.classifier = ActionClassifier.load(classifier) if isinstance(classifier, str | Path) else classifier
         self.segmenter = self.loaded(segmenter, load_segment_everything)
 
     def __call__(
@@ -58,6 +64,8 @@ class ZoneEditor(Editor):
         image_guidance_scale: float = zone.DEFAULT_IMAGE_GUIDANCE,
         beta: float | None = None,
         threshold: float = zone.DEFAULT_THRESHOLD,
+        localisation: str | None = None,
+        change_threshold: float = zone.DEFAULT_CHANGE_THRESHOLD,
         attention_layers: list[str] | None = None,
         attention_fraction: float | None = None,
         union_above: float | None = None,
@@ -70,14 +78,16 @@ class ZoneEditor(Editor):
     ) -> EditorOutput:
         """Apply the instruction ``prompt`` (e.g. "make the ball blue") locally.
 
-        ``mask``: a region replacing the attention localisation (any mask source). ``beta``: the
+        ``mask``: a region replacing the attention localisation (any mask source). ``localisation``:
+        ``"attention"`` (the paper) or ``"change"`` (where the edit changed the image by more than
+        ``change_threshold``); default by model family (:func:`regionedit.methods.zone.localisation_for`). ``beta``: the
         fusion weight (default by action); ``union_above``: take every segment with Region-IoU ≥ this
         instead of the best one; ``dilation``, ``d0``: the edge smoother's (default: scaled from 512²).
         ``masks``: ``coarse``, ``refined`` and ``final``; ``images``: ``edited`` (the instruct models'
         output) and ``layer`` (RGBA, alpha = the final mask)."""
         settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                         image_guidance_scale=image_guidance_scale, beta=beta, threshold=threshold,
-                        attention_layers=attention_layers, attention_fraction=attention_fraction,
+                        localisation=localisation, change_threshold=change_threshold, attention_layers=attention_layers, attention_fraction=attention_fraction,
                         union_above=union_above, dilation=dilation, d0=d0, smoother_threshold=smoother_threshold,
                         eta=eta, max_side=max_side)
         return self.edit_many([image], [prompt], masks=[mask], generators=[generator], **settings)[0]

@@ -25,6 +25,7 @@ from regionedit.images import read_tensors, write_tensors
 
 ACTIONS = ("change", "add", "remove")  # the paper's labels 0, 1, 2
 FORMAT = "regionedit.action_classifier"
+SHIPPED_FILE = "action_classifier.safetensors"  # a model folder's own classifier, used by default
 OBJECTS = ("person", "cat", "dog", "horse", "car", "bus", "bicycle", "boat", "bird", "cup", "chair", "table",
            "ball", "box", "tree", "house", "star", "sun", "hat", "tie", "shirt", "umbrella", "clock", "vase", "bench",
            "apple", "banana", "pizza", "cake", "book", "lamp", "kite", "sign", "bag", "bottle", "flower", "cloud")
@@ -118,6 +119,17 @@ class ActionClassifier:
         return cls(net.eval(), meta["model"], json.loads(meta["report"]))
 
 
+def shipped_classifier(folder: str | Path | None, model_name: str) -> ActionClassifier | None:
+    """The classifier a model folder ships (``action_classifier.safetensors``), or None. It belongs
+    to the model in that folder under whatever name the model was loaded (toy id or path)."""
+    path = Path(folder) / SHIPPED_FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    classifier = ActionClassifier.load(path)
+    classifier.model_name = model_name
+    return classifier
+
+
 def decide_action(model, instruction: str, classifier: ActionClassifier | None) -> ActionDecision:
     """The keyword rule without a classifier, else the classifier's decision (itself the keyword rule
     where it is unsure). A classifier trained on another model's embeddings raises an error."""
@@ -138,13 +150,21 @@ def pooled_embedding(model, texts: list[str]) -> torch.Tensor:
 
 
 def train_classifier(model, train_count: int = defaults.ZONE_TRAIN_INSTRUCTIONS,
-                     test_count: int = defaults.ZONE_TEST_INSTRUCTIONS, epochs: int = 300, seed: int = 0) -> ActionClassifier:
-    """Fit the MLP on generated instructions embedded by ``model``; report held-out accuracy."""
+                     test_count: int = defaults.ZONE_TEST_INSTRUCTIONS, epochs: int = 300, seed: int = 0,
+                     instructions=None) -> ActionClassifier:
+    """Fit the MLP on generated instructions embedded by ``model``; report held-out accuracy.
+
+    ``instructions``: ``split, count → [(instruction, label)]`` for the splits "train" and "test"
+    (and "test" with unseen phrasings where it can); default: :func:`generate_instructions`, our
+    templates over a COCO-like vocabulary."""
     if not model.is_text_conditional:
         raise RegionEditError(f"model {model.name} has no text encoder to classify instructions with")
     torch.manual_seed(seed)
-    train, test = generate_instructions("train", train_count, seed), generate_instructions("test", test_count, seed)
-    novel = generate_instructions("test", test_count, seed, unseen_templates=True)
+    if instructions is None:
+        def instructions(split: str, count: int, unseen_templates: bool = False):
+            return generate_instructions(split, count, seed, unseen_templates)
+    train, test = instructions("train", train_count), instructions("test", test_count)
+    novel = instructions("test", test_count, unseen_templates=True)  # None where the source has no unseen phrasings
     x_train, y_train = pooled_embedding(model, [t for t, _ in train]).cpu(), torch.tensor([y for _, y in train])
     x_test, y_test = pooled_embedding(model, [t for t, _ in test]).cpu(), torch.tensor([y for _, y in test])
     mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
@@ -161,11 +181,13 @@ def train_classifier(model, train_count: int = defaults.ZONE_TRAIN_INSTRUCTIONS,
         first.weight /= std
         accuracy = (net(x_test).argmax(1) == y_test).float().mean().item()
         per_action = {a: (net(x_test[y_test == i]).argmax(1) == i).float().mean().item() for i, a in enumerate(ACTIONS)}
-        x_novel = pooled_embedding(model, [t for t, _ in novel]).cpu()
-        novel_accuracy = (net(x_novel).argmax(1) == torch.tensor([y for _, y in novel])).float().mean().item()
+        novel_accuracy = None
+        if novel:
+            x_novel = pooled_embedding(model, [t for t, _ in novel]).cpu()
+            novel_accuracy = (net(x_novel).argmax(1) == torch.tensor([y for _, y in novel])).float().mean().item()
     report = {"train": train_count, "test": test_count, "held_out_accuracy": round(accuracy, 4),
               "per_action": {k: round(v, 4) for k, v in per_action.items()},
-              "unseen_phrasing_accuracy": round(novel_accuracy, 4),
+              "unseen_phrasing_accuracy": None if novel_accuracy is None else round(novel_accuracy, 4),
               "keyword_rule_accuracy": round(sum(keyword_action(t) == ACTIONS[y] for t, y in test) / len(test), 4),
               "epochs": epochs, "seed": seed}
     return ActionClassifier(net.eval(), model.name, report)

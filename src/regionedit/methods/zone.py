@@ -21,6 +21,12 @@ Where we differ: the map size is a fraction of the image side, 1/32 as in the pa
 512²) for every model except the embedded toy ones, whose 64² scenes are read at 1/8 (their 8²
 layers): the toy UNet has no 2² layer, and on the validation split its coarsest (4²) maps missed
 the edited object where the 8² maps found it (`attention_fraction` to choose; see the README).
+For the toy models the coarse mask M_b comes from the edit itself, not the attention
+(``localisation="change"``: mean |edited − original| over RGB > 0.05): the toy instruct model's
+first-minus-last-token maps carry the sky/ground layout and miss removed objects (validation split,
+100 edits: removals 0.14 with the attention vs 0.97 with the change map, mask IoU 0.46 vs 0.66;
+bench/results/zone-localisation-validation-cpu.json). Real InstructPix2Pix retouches the whole
+image, which is why the paper reads the attention; hub models keep it.
 """
 
 from __future__ import annotations
@@ -50,11 +56,23 @@ DEFAULT_TEXT_GUIDANCE = defaults.ZONE_TEXT_GUIDANCE
 DEFAULT_IMAGE_GUIDANCE = defaults.ZONE_IMAGE_GUIDANCE
 BETA = defaults.ZONE_BETA
 DEFAULT_THRESHOLD = defaults.ZONE_THRESHOLD
+DEFAULT_LOCALISATION = defaults.ZONE_LOCALISATION
+DEFAULT_CHANGE_THRESHOLD = defaults.ZONE_CHANGE_THRESHOLD
+LOCALISATIONS = ("attention", "change")
 DEFAULT_SMOOTHER_THRESHOLD = defaults.ZONE_SMOOTHER_THRESHOLD
 DEFAULT_ATTENTION_FRACTION = defaults.ZONE_ATTENTION_FRACTION
 DEFAULT_ETA = defaults.ZONE_ETA
 # Per model family, chosen on the validation split (toy scenes are 64², objects a few cells of 8²).
 ATTENTION_FRACTION = {"toy/": 1 / 8}
+
+
+# "change" for the embedded toy models: chosen on the validation split (bench/results/zone-localisation-validation-cpu.json).
+LOCALISATION = {"toy/": "change"}
+
+
+def localisation_for(model_name: str) -> str:
+    """Where ZONE's coarse mask comes from for this model: the paper's attention maps, or the edit itself."""
+    return next((way for prefix, way in LOCALISATION.items() if model_name.startswith(prefix)), DEFAULT_LOCALISATION)
 
 
 def attention_fraction_for(model_name: str) -> float:
@@ -109,6 +127,12 @@ def coarse_mask_from_attention(maps: torch.Tensor, first: int, last: int, size: 
     return ((difference - low) / (high - low) * 255 < threshold).float()
 
 
+def coarse_mask_from_change(edited: torch.Tensor, original: torch.Tensor, threshold: float) -> torch.Tensor:
+    """M_b from the edit itself: where the instruct models' output differs from the input by more
+    than ``threshold`` (mean absolute difference over RGB, images in [0, 1])."""
+    return ((edited - original).abs().mean(1, keepdim=True) > threshold).float()
+
+
 def fused_sampling(first: DiffusionModel, second: DiffusionModel | None, instructions: list[str], pixels: torch.Tensor,
                    beta: torch.Tensor, steps: int, text_guidance: float, image_guidance: float, eta: float,
                    seeds: list[int], recorder_layers: list[str] | None, progress: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -155,6 +179,8 @@ def edit_many(
     image_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE,
     beta: float | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    localisation: str | None = None,
+    change_threshold: float = DEFAULT_CHANGE_THRESHOLD,
     attention_layers: list[str] | None = None,
     attention_fraction: float | None = None,
     union_above: float | None = None,
@@ -185,6 +211,10 @@ def edit_many(
     seeds = [checks.seed(s) for s in seeds] if seeds is not None else [0] * len(images)
     checks.integer("num_inference_steps", num_inference_steps, 1)
     threshold, eta = checks.number("threshold", threshold, 0, 255), checks.number("eta", eta, 0, 1)
+    change_threshold = checks.number("change_threshold", change_threshold, 0, 1)
+    localisation = localisation or localisation_for(model.name)
+    if localisation not in LOCALISATIONS:
+        raise RegionEditError(f"unknown ZONE localisation {localisation!r}: choose one of {', '.join(LOCALISATIONS)}")
     beta, union_above = checks.optional_number("beta", beta, 0, 1), checks.optional_number("union_above", union_above, 0, 1)
     dilation, d0 = checks.optional_integer("dilation", dilation, 0, MAX_PIXELS), checks.optional_number("d0", d0, 0)
     smoother_threshold = checks.number("smoother_threshold", smoother_threshold, 0, 1)
@@ -206,7 +236,8 @@ def edit_many(
     if not 0 < fraction <= 1:
         raise RegionEditError(f"attention_fraction must be in (0, 1], got {fraction}")
     layers = attention_layers or layers_at_resolution(model.unet, tuple(latent), padded, fraction)
-    record = layers if any(g is None for g in given) else None  # every region given: no attention to record
+    # attention is recorded only where a coarse mask comes from it
+    record = layers if localisation == "attention" and any(g is None for g in given) else None
     started = time.perf_counter()
     sample, maps = fused_sampling(model, second_model, instructions, pixels, torch.tensor(betas), num_inference_steps,
                                   guidance_scale, image_guidance_scale, eta, seeds, record, progress)
@@ -215,7 +246,7 @@ def edit_many(
         raise RegionEditError("the instruct models produced NaN or infinite values: lower the guidance scales")
     original = from_model_range(fit.crop(pixels))
     shared = {"sampling_s": (time.perf_counter() - started) / len(images), "setup_s": (started - began) / len(images)}
-    settings = dict(threshold=threshold, union_above=union_above, dilation=dilation, d0=d0,
+    settings = dict(threshold=threshold, localisation=localisation, change_threshold=change_threshold, union_above=union_above, dilation=dilation, d0=d0,
                     smoother_threshold=smoother_threshold, padded=padded)
     outputs = []
     for i, (instruction, decision) in enumerate(zip(instructions, decisions, strict=True)):
@@ -245,6 +276,8 @@ def _localise_and_blend(model: DiffusionModel, instruction: str, decision: Actio
     if given is not None:
         coarse = resize(given.mask.float().cpu(), size)
         notes += given.notes + [f"coarse mask from {given.source} instead of the attention maps"]
+    elif settings["localisation"] == "change":
+        coarse = coarse_mask_from_change(edited, original, settings["change_threshold"])
     else:
         first, last = instruction_token_span(model, instruction)
         coarse = coarse_mask_from_attention(maps, first, last, settings["padded"], settings["threshold"])
@@ -278,7 +311,8 @@ def _localise_and_blend(model: DiffusionModel, instruction: str, decision: Actio
     recipe = {
         "method": "zone", "version": __version__, "model": model.name, "instruction": instruction,
         "action": decision.action, "action_source": decision.source, "action_confidence": decision.confidence,
-        "threshold": settings["threshold"], "segmenter": getattr(segmenter, "name", "classical"),
+        "localisation": settings["localisation"] if given is None else None,
+        "threshold": settings["threshold"], "change_threshold": settings["change_threshold"], "segmenter": getattr(segmenter, "name", "classical"),
         "region_iou": round(best_iou, 4), "union_above": settings["union_above"], "dilation": grow, "d0": radius,
         "smoother_threshold": settings["smoother_threshold"], "notes": notes,
         "mask_source": given.source if given is not None else None,

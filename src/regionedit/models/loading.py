@@ -109,6 +109,15 @@ def resolve(name: str) -> tuple[str, str]:
     return "hub", name
 
 
+def local_folder(name: str) -> Path | None:
+    """The folder a model of this name was loaded from, or None (a hub id, or a name no loader knows)."""
+    try:
+        kind, where = resolve(name)
+    except RegionEditError:
+        return None
+    return Path(where) if kind == "folder" else None
+
+
 def load_model(
     name: str,
     device: torch.device | str | None = None,

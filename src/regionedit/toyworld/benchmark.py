@@ -47,6 +47,7 @@ class MethodOutput:
     image: torch.Tensor  # 3×H×W in [0, 1]
     mask: torch.Tensor | None = None  # the method's edit mask, if it makes one
     extra_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # other masks to score (e.g. "coarse")
+    action: str | None = None  # the action the method read from the instruction (change, add, remove), if it reads one
 
 
 class EditMethod(Protocol):
@@ -145,6 +146,8 @@ def run_benchmark(world: str, method: EditMethod, count: int = 200, size: int = 
     ious = {"mask_iou": _ious(items, [o.mask for o in outputs])}
     for name in sorted({k for o in outputs for k in o.extra_masks}):
         ious[f"{name}_mask_iou"] = _ious(items, [o.extra_masks.get(name) for o in outputs])
+    if any(o.action is not None for o in outputs):
+        ious["action_accuracy"] = _action_correct(items, [o.action for o in outputs])
     rows = {}
     for action in sorted({item.action for item in items}) + ["overall"]:
         keep = torch.tensor([action == "overall" or item.action == action for item in items])
@@ -166,6 +169,16 @@ def _ious(items: Sequence[BenchItem], masks: list[torch.Tensor | None]) -> torch
         if mask is not None:
             values[i] = metrics.mask_iou(mask.float().cpu().reshape(1, -1), items[i].mask.reshape(1, -1))[0]
     return values
+
+
+def _action_correct(items: Sequence[BenchItem], actions: list[str | None]) -> torch.Tensor:
+    """1 where the method read the item's action (change colour and change object are both "change"),
+    NaN where it read none."""
+    def label(action: str) -> str:
+        return "change" if action.startswith("change") else action
+
+    return torch.tensor([float("nan") if read is None else float(read == label(item.action))
+                         for item, read in zip(items, actions, strict=True)])
 
 
 def _row(keep, success, bg_psnr, bg_l1, ious: dict[str, torch.Tensor]) -> dict:

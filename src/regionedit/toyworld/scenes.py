@@ -353,6 +353,14 @@ def plan_edits(seeds: Sequence[int], actions: Sequence[str] = ACTIONS) -> tuple[
     return source_params, target_params, plans
 
 
+def action_instructions(split: str, count: int) -> list[tuple[str, str]]:
+    """(instruction, action) of the first ``count`` edits of a split, planned only (nothing rendered):
+    training and held-out data for ZONE's action classifier."""
+    from regionedit.toyworld.splits import split_seeds
+
+    return [(plan["instruction"], plan["action"]) for plan in plan_edits(split_seeds(split, count))[2]]
+
+
 def generate_edits(
     seeds: Sequence[int], size: int = 64, device="cpu", actions: Sequence[str] = ACTIONS
 ) -> SceneEdits:
