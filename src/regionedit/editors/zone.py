@@ -33,8 +33,8 @@ class ZoneEditor(Editor):
     ``second_model``: the instruct model fused with the first — a loaded model, a name, ``"auto"``
     (the family's partner, where this installation has it) or None (the first model alone).
     ``classifier``: an :class:`~regionedit.methods.actions.ActionClassifier`, its file, ``"auto"``
-    (the classifier the model's folder ships, if any) or None (keywords decide). ``segmenter``: a segment-everything provider or its spec (``"classical"``,
-    ``"sam:<model>"``)."""
+    (the classifier the model's folder ships, if any) or None (keywords decide). ``segmenter``: a
+    segment-everything provider or its spec (``"classical"``, ``"sam:<model>"``)."""
 
     task = "zone"
     method = "ZONE"
@@ -80,14 +80,15 @@ class ZoneEditor(Editor):
 
         ``mask``: a region replacing the attention localisation (any mask source). ``localisation``:
         ``"attention"`` (the paper) or ``"change"`` (where the edit changed the image by more than
-        ``change_threshold``); default by model family (:func:`regionedit.methods.zone.localisation_for`). ``beta``: the
-        fusion weight (default by action); ``union_above``: take every segment with Region-IoU ≥ this
+        ``change_threshold``); default by model family (:func:`regionedit.methods.zone.localisation_for`).
+        ``beta``: the fusion weight (default by action); ``union_above``: take every segment with Region-IoU ≥ this
         instead of the best one; ``dilation``, ``d0``: the edge smoother's (default: scaled from 512²).
         ``masks``: ``coarse``, ``refined`` and ``final``; ``images``: ``edited`` (the instruct models'
         output) and ``layer`` (RGBA, alpha = the final mask)."""
         settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                         image_guidance_scale=image_guidance_scale, beta=beta, threshold=threshold,
-                        localisation=localisation, change_threshold=change_threshold, attention_layers=attention_layers, attention_fraction=attention_fraction,
+                        localisation=localisation, change_threshold=change_threshold,
+                        attention_layers=attention_layers, attention_fraction=attention_fraction,
                         union_above=union_above, dilation=dilation, d0=d0, smoother_threshold=smoother_threshold,
                         eta=eta, max_side=max_side)
         return self.edit_many([image], [prompt], masks=[mask], generators=[generator], **settings)[0]
