@@ -266,3 +266,31 @@ def test_bench_directions_plumbing_on_the_tiny_model():
     joint = bench_directions("tiny/pixel-ddpm", torch.device("cpu"), method="jica", count=1, max_iterations=1, size=32)
     ratios = joint["individual_own_over_other_region"]
     assert set(ratios) == {"eyes", "mouth"} and all(r["median"] > 0 and 0 <= r["share_at_least_5x"] <= 1 for r in ratios.values())
+
+
+def test_bench_directions_resumes_after_an_interruption(tmp_path, monkeypatch):
+    from regionedit.bench import discover
+
+    settings = dict(count=3, max_iterations=1, size=32)
+    whole = discover.bench_directions("tiny/pixel-ddpm", torch.device("cpu"), **settings)
+    progress = tmp_path / "rbe.json.partial.jsonl"
+    append = discover._append_progress
+
+    def interrupted(path, settings, record):
+        append(path, settings, record)
+        if record["face"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(discover, "_append_progress", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        discover.bench_directions("tiny/pixel-ddpm", torch.device("cpu"), progress_file=progress, **settings)
+    monkeypatch.setattr(discover, "_append_progress", append)
+    with progress.open("a") as file:
+        file.write('{"face": 3, "locali')  # a line torn by the interruption
+    with pytest.raises(RegionEditError, match="other settings"):
+        discover.bench_directions("tiny/pixel-ddpm", torch.device("cpu"), progress_file=progress, count=3,
+                                  max_iterations=2, size=32)
+    resumed = discover.bench_directions("tiny/pixel-ddpm", torch.device("cpu"), progress_file=progress, **settings)
+    assert resumed["resumed_after_faces"] == 2 and not progress.exists()
+    figures = [k for k in whole if k not in ("seconds", "machine", "resumed_after_faces")]
+    assert {k: resumed[k] for k in figures} == {k: whole[k] for k in figures}

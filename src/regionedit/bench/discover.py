@@ -11,13 +11,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections import Counter
+from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from regionedit.bench import machine, timed
+from regionedit.errors import RegionEditError
+from regionedit.images import atomic_write
 from regionedit.masks import dilate, face_part_mask
 from regionedit.methods import jica, rbe
 from regionedit.methods.hspace_edit import (
@@ -98,19 +103,26 @@ def _edit(model: DiffusionModel, start: EditStart, direction: torch.Tensor, stre
 def bench_directions(
     model_name: str, device: torch.device, method: str = "rbe", count: int = 50, strength: float = 30.0,
     dilation: int = 3, max_iterations: int = 50, probe=None, size: int | None = None,
+    progress_file: str | Path | None = None,
 ) -> dict:
-    """Locality, factors moved and transfer of the top directions found on toy faces."""
+    """Locality, factors moved and transfer of the top directions found on toy faces.
+
+    ``progress_file``: one JSON line per finished face (after a line of settings); a run that finds
+    the file with the same settings continues after its last face, so an interrupted hour is not lost."""
     model = _model(model_name, device)
     size = size or model.native_resolution
     net = probe or probes.load_probe("faces")
+    settings = {"model": model_name, "method": method, "count": count, "strength": strength, "dilation": dilation,
+                "max_iterations": max_iterations, "size": size}
+    done = _read_progress(progress_file, settings)
     faces = faces_world.generate_faces(split_seeds("benchmark", count + 1), size=size)
     regions = {"eyes": face_part_mask("eyes", (size, size)), "mouth": face_part_mask("mouth", (size, size))}
-    target = regions["eyes"]
-    allowed = dilate(target, dilation) if method == "rbe" else dilate(torch.clamp(regions["eyes"] + regions["mouth"], 0, 1), dilation)
+    allowed = dilate(regions["eyes"], dilation) if method == "rbe" else dilate(torch.clamp(regions["eyes"] + regions["mouth"], 0, 1), dilation)
+    grown = {name: dilate(region, dilation) for name, region in regions.items()}
 
     def find(start: EditStart):
         if method == "rbe":
-            return rbe.discover(model, start, target, max_iterations=max_iterations)
+            return rbe.discover(model, start, regions["eyes"], max_iterations=max_iterations)
         return jica.discover(model, start, [regions["eyes"], regions["mouth"]], region_names=["eyes", "mouth"],
                              max_iterations=max_iterations)
 
@@ -119,49 +131,105 @@ def bench_directions(
             return list(range(min(3, len(directions))))
         return [directions.labels.index(label) for label in ("individual eyes 0", "individual mouth 0", "joint 0")]
 
-    began = time.perf_counter()
-    locality, moved, single, own_over_other = [], Counter(), [], {"eyes": [], "mouth": []}
-    grown = {name: dilate(region, dilation) for name, region in regions.items()}
-    starts = [start_from_image(model, faces.images[i : i + 1]) for i in range(count + 1)]
-    source_directions = find(starts[0])
-    for i in range(1, count + 1):
-        start = starts[i]
+    def measure(i: int, transferred: torch.Tensor) -> dict:
+        """Face i: its own top directions (locality, factors moved, own/other), and face 0's top direction on it."""
+        began = time.perf_counter()
+        start = start_from_image(model, faces.images[i : i + 1])
         directions = find(start)
         reference = _edit(model, start, None, 0.0)
+        record = {"face": i, "moved": []}
         for rank, index in enumerate(top3(directions)):
             edited = _edit(model, start, directions.vectors[index], strength)
+            change = edited - reference
             moves = _factor_moves(net, reference, edited)
             if rank == 0:
-                locality.append(_energy_inside(edited - reference, allowed))
-                single.append(sum(move >= MOVE_THRESHOLD for move in moves.values()) == 1)
+                record["locality"] = _energy_inside(change, allowed)
+                record["single"] = sum(move >= MOVE_THRESHOLD for move in moves.values()) == 1
             if method == "jica" and rank < 2:  # the individual eyes, then mouth direction
                 own, other = ("eyes", "mouth") if rank == 0 else ("mouth", "eyes")
-                change = edited - reference
-                own_over_other[own].append(_energy_inside(change, grown[own]) / max(_energy_inside(change, grown[other]), 1e-12))
-            moved[(directions.labels[index].rsplit(" ", 1)[0] if method == "jica" else f"direction {rank}",
-                   max(moves, key=moves.get))] += 1
-    transfer = []
-    first = top3(source_directions)[0]
-    for start in starts[1:]:
-        reference = _edit(model, start, None, 0.0)
-        edited = _edit(model, start, source_directions.vectors[first], strength)
-        transfer.append(_energy_inside(edited - reference, allowed))
-    local = torch.tensor(locality)
-    transferred = torch.tensor(transfer)
+                record.setdefault("own_over_other", {})[own] = (
+                    _energy_inside(change, grown[own]) / max(_energy_inside(change, grown[other]), 1e-12))
+            label = directions.labels[index].rsplit(" ", 1)[0] if method == "jica" else f"direction {rank}"
+            record["moved"].append([label, max(moves, key=moves.get)])
+        record["transfer"] = _energy_inside(_edit(model, start, transferred, strength) - reference, allowed)
+        record["seconds"] = time.perf_counter() - began
+        return record
+
+    began = time.perf_counter()
+    source_directions = find(start_from_image(model, faces.images[:1]))
+    transferred = source_directions.vectors[top3(source_directions)[0]]
+    records = list(done)
+    for i in range(len(records) + 1, count + 1):
+        records.append(measure(i, transferred))
+        _append_progress(progress_file, settings, records[-1])
+    if progress_file is not None:
+        Path(progress_file).unlink(missing_ok=True)  # every face measured: the result holds the figures
     return {
         "benchmark": "directions", "method": method, "model": model_name, "device": str(device), "count": count,
-        "size": size, "strength": strength, "dilation": dilation,
+        "size": size, "strength": strength, "dilation": dilation, "max_iterations": max_iterations,
         "region": "eyes" if method == "rbe" else "eyes+mouth (individual eyes direction)",
+        **summarise_directions(records, method),
+        "seconds": round(time.perf_counter() - began + sum(r["seconds"] for r in done), 1),
+        "resumed_after_faces": len(done), "machine": machine(),
+    }
+
+
+def summarise_directions(records: list[dict], method: str) -> dict:
+    """The figures of ``bench_directions`` from its per-face records."""
+    local = torch.tensor([r["locality"] for r in records])
+    transferred = torch.tensor([r["transfer"] for r in records])
+    moved = Counter(tuple(pair) for r in records for pair in r["moved"])
+    summary = {
         "mean_energy_inside": round(float(local.mean()), 4),
         "share_faces_at_least_90pct_inside": round(float((local >= 0.9).float().mean()), 4),
         "factors_moved": {f"{k[0]} → {k[1]}": v for k, v in sorted(moved.items())},
         "move_threshold": MOVE_THRESHOLD,
-        "share_top_direction_moves_exactly_one_factor": round(sum(single) / max(1, len(single)), 4),
-        **({"individual_own_over_other_region": {
-            name: {"median": round(float(torch.tensor(ratios).median()), 3),
-                   "share_at_least_5x": round(float((torch.tensor(ratios) >= 5).float().mean()), 4)}
-            for name, ratios in own_over_other.items()}} if method == "jica" else {}),
-        "transfer_mean_energy_inside": round(float(transferred.mean()), 4),
-        "transfer_success": round(float((transferred >= 0.9).float().mean()), 4),
-        "seconds": round(time.perf_counter() - began, 1), "machine": machine(),
+        "share_top_direction_moves_exactly_one_factor": round(sum(r["single"] for r in records) / max(1, len(records)), 4),
     }
+    if method == "jica":
+        ratios = {name: torch.tensor([r["own_over_other"][name] for r in records]) for name in ("eyes", "mouth")}
+        summary["individual_own_over_other_region"] = {
+            name: {"median": round(float(values.median()), 3), "share_at_least_5x": round(float((values >= 5).float().mean()), 4)}
+            for name, values in ratios.items()}
+    summary["transfer_mean_energy_inside"] = round(float(transferred.mean()), 4)
+    summary["transfer_success"] = round(float((transferred >= 0.9).float().mean()), 4)
+    return summary
+
+
+def _read_progress(path: str | Path | None, settings: dict) -> list[dict]:
+    """The faces already measured with these settings (none without a file). The file is rewritten
+    with what was read, so a line torn by an interruption is dropped before anything is appended."""
+    if path is None or not Path(path).exists():
+        return []
+    lines = Path(path).read_text().splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else {"settings": settings}
+    except json.JSONDecodeError:
+        header = None
+    if header != {"settings": settings}:
+        raise RegionEditError(f"{path} holds faces measured with other settings ({header}): "
+                              "use the same settings or remove the file")
+    records = []
+    for line in lines[1 : settings["count"] + 1]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if record.get("face") != len(records) + 1:
+            break
+        records.append(record)
+    text = "".join(json.dumps(line) + "\n" for line in [{"settings": settings}, *records])
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+    return records
+
+
+def _append_progress(path: str | Path | None, settings: dict, record: dict) -> None:
+    if path is None:
+        return
+    path = Path(path)
+    with path.open("a") as file:
+        if file.tell() == 0:
+            file.write(json.dumps({"settings": settings}) + "\n")
+        file.write(json.dumps(record) + "\n")
+        file.flush()
+        os.fsync(file.fileno())

@@ -185,9 +185,11 @@ BENCHES: dict[str, Bench] = {
             arg("--max-iterations", type=int, default=50),
             arg("--jvp", choices=("finite-difference", "autodiff"), default="finite-difference"), JSON)),
     "directions": Bench(
-        "toy faces: locality, factors moved and transfer of RBE/JICA directions", "regionedit.bench.discover:bench_directions",
+        "toy faces: locality, factors moved and transfer of RBE/JICA directions (with --json, resumable: "
+        "each face is kept in JSON.partial.jsonl until the run ends)", "regionedit.bench.discover:bench_directions",
         lambda bench, a: bench(a.model, device(a), method=a.method, count=a.n, strength=a.strength,
-                               max_iterations=a.max_iterations), (
+                               max_iterations=a.max_iterations,
+                               progress_file=f"{a.json}.partial.jsonl" if a.json else None), (
             ModelOptions(task="rbe"), arg("--method", choices=("rbe", "jica"), default="rbe"),
             arg("--n", type=int, default=50, help="faces (default 50)"), arg("--strength", type=float, default=30.0),
             arg("--max-iterations", type=int, default=50), JSON)),
