@@ -156,12 +156,12 @@ def toyworld_instructions(split: str, count: int, unseen_templates: bool = False
     """The toy scenes' own instructions as (text, label): train split for "train", validation for
     "test"; the toy world has no held-out phrasings (None)."""
     from regionedit.methods.actions import ACTIONS
-    from regionedit.toyworld.scenes import action_instructions
+    from regionedit.toyworld.scenes import action_instructions, zone_action
 
     if unseen_templates:
         return None
     pairs = action_instructions("train" if split == "train" else "validation", count)
-    return [(text, ACTIONS.index("change" if action.startswith("change") else action)) for text, action in pairs]
+    return [(text, ACTIONS.index(zone_action(action))) for text, action in pairs]
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:

@@ -174,10 +174,7 @@ def _ious(items: Sequence[BenchItem], masks: list[torch.Tensor | None]) -> torch
 def _action_correct(items: Sequence[BenchItem], actions: list[str | None]) -> torch.Tensor:
     """1 where the method read the item's action (change colour and change object are both "change"),
     NaN where it read none."""
-    def label(action: str) -> str:
-        return "change" if action.startswith("change") else action
-
-    return torch.tensor([float("nan") if read is None else float(read == label(item.action))
+    return torch.tensor([float("nan") if read is None else float(read == scenes_world.zone_action(item.action))
                          for item, read in zip(items, actions, strict=True)])
 
 

@@ -353,6 +353,11 @@ def plan_edits(seeds: Sequence[int], actions: Sequence[str] = ACTIONS) -> tuple[
     return source_params, target_params, plans
 
 
+def zone_action(action: str) -> str:
+    """The toy world's action as ZONE's classifier names it: both changes are "change"."""
+    return "change" if action.startswith("change") else action
+
+
 def action_instructions(split: str, count: int) -> list[tuple[str, str]]:
     """(instruction, action) of the first ``count`` edits of a split, planned only (nothing rendered):
     training and held-out data for ZONE's action classifier."""
