@@ -33,7 +33,8 @@ def test_every_model_trains_saves_and_has_a_card(trained):
         card = json.loads((trained / name / "card.json").read_text())
         assert card["smoke"] and card["settings"]["steps"] == 2
         # the recipe's own choices are spelled out, so the command still reproduces if a default moves
-        recipe = "".join(f" --{flag} {MODELS[name][key]:g}" for key, flag in (("edit_weight", "edit-weight"), ("dice_weight", "dice-weight"))
+        recipe = "".join(f" --{flag} {MODELS[name][key]:g}" for key, flag in (("edit_weight", "edit-weight"), ("dice_weight", "dice-weight"),
+                                                                                     ("absent_weight", "absent-weight"))
                          if key in MODELS[name])
         assert card["reproduce"] == f"regionedit toyworld train {name} --steps 2 --batch 4{recipe}"
         assert card["evaluation"] and card["hardware"]
@@ -283,6 +284,24 @@ def test_latent_loss_weighs_the_edit_region_and_min_snr():
     assert losses[5.0] == pytest.approx(float((v**2 * (1 + 4 * weight)).mean()), rel=1e-5)
     snr = alphas / (1 - alphas)
     assert torch.allclose(latent.min_snr_weight(alphas, 5.0), snr.clamp(max=5) / (snr + 1))
+
+
+def test_empty_mask_peak_loss_punishes_the_brightest_pixel_of_empty_masks_only():
+    import torch.nn.functional as F
+
+    from regionedit.toyworld.training import empty_mask_peak_loss
+
+    logits = torch.full((3, 8, 8), -6.0)
+    masks = torch.zeros(3, 8, 8)
+    masks[0, :2, :2] = 1  # a present object: not this term's business, however bright its scores
+    logits[0] = 9.0
+    logits[1, 3, 3] = 2.0  # one bright pixel in an absent object's mask
+    expected = (F.softplus(torch.tensor(2.0)) + F.softplus(torch.tensor(-6.0))) / 3
+    assert float(empty_mask_peak_loss(logits, masks)) == pytest.approx(float(expected), rel=1e-6)
+    logits.requires_grad_(True)
+    empty_mask_peak_loss(logits, masks).backward()
+    assert logits.grad[1].count_nonzero() == 1 and logits.grad[1, 3, 3] > 0 and logits.grad[0].count_nonzero() == 0
+    assert float(empty_mask_peak_loss(torch.zeros(1, 4, 4), torch.ones(1, 4, 4))) == 0.0
 
 
 def test_vae_scaling_factor_gives_unit_latents():

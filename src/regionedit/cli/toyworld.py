@@ -35,6 +35,8 @@ def add_toyworld(commands) -> None:
     train.add_argument("--no-evaluate", action="store_true", help="skip the bar measurement at the end (bench toymodels does it)")
     train.add_argument("--edit-weight", type=float, help="latent instruct models: loss weight inside the edited region (default 1)")
     train.add_argument("--dice-weight", type=float, help="scenes-clipseg: weight of a soft-Dice term beside the BCE (default 0)")
+    train.add_argument("--absent-weight", type=float,
+                       help="scenes-clipseg: weight of the BCE on an empty mask's highest logit (absent objects; default 0)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -55,5 +57,5 @@ def cmd_train(args: argparse.Namespace) -> int:
           minutes=args.minutes, workers=args.workers, resume=args.resume,
           speed=Speed(args.pool, args.refresh_every, args.compile), edit_weight=args.edit_weight,
           evaluate=not args.no_evaluate, decoder_only=args.decoder_only,
-          dice_weight=args.dice_weight)
+          dice_weight=args.dice_weight, absent_weight=args.absent_weight)
     return 0

@@ -57,21 +57,23 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
           smoke: bool = False, log=print, weights: str | Path | None = None, batch: int | None = None,
           minutes: float | None = None, workers: int | None = None, resume: bool = False, speed=None,
           edit_weight: float | None = None, evaluate: bool = True, decoder_only: bool = False,
-          dice_weight: float | None = None) -> Path:
+          dice_weight: float | None = None, absent_weight: float | None = None) -> Path:
     """Train ``name``; prerequisites are read from ``weights`` (default: the package's weights).
     ``resume``: start from the weights already in the output folder (a finished run or a checkpoint;
     the optimiser starts afresh) and add this run to the card's history. ``speed``: a
     :class:`regionedit.toyworld.training.Speed` for the diffusion models (pool, compile). ``edit_weight``:
     the latent instruct models' loss weight inside the edited region (default: the spec's, else 1).
-    ``dice_weight``: scenes-clipseg's soft-Dice term beside the BCE (default: the spec's, else 0).
+    ``dice_weight``: scenes-clipseg's soft-Dice term beside the BCE (default: the spec's, else 0);
+    ``absent_weight``: its hard-negative term on empty masks' highest logit (default: the spec's, else 0).
     ``evaluate=False``: leave the bar to `regionedit bench toymodels` (runs of an ablation are
     compared on the validation split; only the chosen one is measured on the benchmark split).
     ``decoder_only`` (scenes-vae with ``resume``): tune the decoder alone, so the latents, and the
     diffusion models trained on them, stay valid (as SD's ft-MSE autoencoder was made)."""
     if decoder_only and not (name == "scenes-vae" and resume):
         raise RegionEditError("decoder_only tunes an existing autoencoder: use it with scenes-vae and resume (CLI: --decoder-only --resume)")
-    if dice_weight is not None and MODELS.get(name, {}).get("kind") != "clipseg":
-        raise RegionEditError("dice_weight is a scenes-clipseg setting (CLI: --dice-weight)")
+    for setting, value in (("dice_weight", dice_weight), ("absent_weight", absent_weight)):
+        if value is not None and MODELS.get(name, {}).get("kind") != "clipseg":
+            raise RegionEditError(f"{setting} is a scenes-clipseg setting (CLI: --{setting.replace('_', '-')})")
     if name not in TRAINABLE:
         raise RegionEditError(f"unknown trainable model {name!r} (trainable: {', '.join(TRAINABLE)})")
     log = log or (lambda message: None)
@@ -98,6 +100,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
                "speed": Speed() if smoke or speed is None else speed,
                "edit_weight": edit_weight if edit_weight is not None else spec.get("edit_weight", 1.0),
                "dice_weight": dice_weight if dice_weight is not None else spec.get("dice_weight", 0.0),
+               "absent_weight": absent_weight if absent_weight is not None else spec.get("absent_weight", 0.0),
                "decoder_only": decoder_only}
     began = time.perf_counter()
     torch.manual_seed(0)  # before any model is built: its initial weights are part of the recipe
@@ -150,8 +153,9 @@ class _NotEvaluated(Exception):
 def _recipe_flags(c: dict) -> str:
     weight = c.get("edit_weight", 1.0)
     flags = f" --edit-weight {weight:g}" if c.get("spec", {}).get("kind") == "instruct" and weight != 1.0 else ""
-    if c.get("spec", {}).get("kind") == "clipseg" and c.get("dice_weight"):
-        flags += f" --dice-weight {c['dice_weight']:g}"
+    if c.get("spec", {}).get("kind") == "clipseg":
+        flags += "".join(f" --{setting.replace('_', '-')} {c[setting]:g}" for setting in ("dice_weight", "absent_weight")
+                         if c.get(setting))
     return flags + (" --decoder-only" if c.get("decoder_only") else "")
 
 
@@ -312,7 +316,7 @@ def _clipseg(c: dict):
     start = CLIPSegForImageSegmentation.from_pretrained(c["folder"], dtype=torch.float32) if c["resume"] else None
     model, steps = train_clipseg(clip, tokenizer, c["budget"], c["batch"], c["spec"]["learning_rate"], c["device"],
                                  c["workers"], c["log"], checkpoint, start=start,
-                                 dice_weight=c["dice_weight"])
+                                 dice_weight=c["dice_weight"], absent_weight=c["absent_weight"])
     _save_transformers(c["folder"], model, tokenizer)
     segmenter = TextSegmenter(model.float().eval(), tokenizer, c["name"])
     evaluate = lambda: eval_clipseg(segmenter, 8 if c["smoke"] else 200)  # noqa: E731

@@ -162,12 +162,15 @@ def train_clip(budget: Budget, batch: int = 256, learning_rate: float = 5e-4, de
 
 def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, learning_rate: float = 3e-4,
                   device="cpu", workers: int = 0, log=None, checkpoint=None, seed: int = 0,
-                  start: CLIPSegForImageSegmentation | None = None, dice_weight: float = 0.0):
+                  start: CLIPSegForImageSegmentation | None = None, dice_weight: float = 0.0,
+                  absent_weight: float = 0.0):
     """CLIPSeg on the toy CLIP's towers, trained on (scene, object phrase) → visible mask. Unlike the
     CLIPSeg paper, the CLIP towers are fine-tuned too: the toy CLIP saw only whole-scene captions.
     ``start``: a CLIPSeg to continue (``--resume``). ``dice_weight``: a soft Dice term added to the
     paper's binary cross-entropy (the toy objects cover 2–4 % of a scene, so BCE alone leaves the
-    scores inside them low)."""
+    scores inside them low). ``absent_weight``: a hard-negative term, the BCE of each empty mask's
+    highest logit against 0 (a mask must stay empty to the last pixel for a phrase naming an absent
+    object, while the per-pixel BCE forgives a few bright pixels)."""
     torch.manual_seed(seed)
     model = start
     if model is None:
@@ -181,10 +184,22 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
         pixels, ids, masks = triple
         logits = trainer.module(input_ids=ids, pixel_values=pixels).logits.float().view_as(masks)
         loss = F.binary_cross_entropy_with_logits(logits, masks)
-        return loss + dice_weight * soft_dice_loss(logits, masks) if dice_weight else loss
+        if dice_weight:
+            loss = loss + dice_weight * soft_dice_loss(logits, masks)
+        if absent_weight:
+            loss = loss + absent_weight * empty_mask_peak_loss(logits, masks)
+        return loss
 
     steps = trainer.run(data, loss_of, budget, log, checkpoint)
     return trainer.ema, steps
+
+
+def empty_mask_peak_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """BCE of the highest logit of each empty B×H×W mask against 0, summed over those masks and divided
+    by B (so the term's scale does not depend on how many of the batch are empty); 0 without any."""
+    empty = masks.flatten(1).amax(1) == 0
+    peaks = logits.flatten(1).amax(1)[empty]
+    return F.binary_cross_entropy_with_logits(peaks, torch.zeros_like(peaks), reduction="sum") / masks.shape[0]
 
 
 def soft_dice_loss(logits: torch.Tensor, masks: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
