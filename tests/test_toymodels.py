@@ -286,6 +286,28 @@ def test_latent_loss_weighs_the_edit_region_and_min_snr():
     assert torch.allclose(latent.min_snr_weight(alphas, 5.0), snr.clamp(max=5) / (snr + 1))
 
 
+def test_absent_phrases_name_a_missing_kind_and_in_training_carry_colours_too():
+    from regionedit.toyworld import scenes as scenes_world
+    from regionedit.toyworld.splits import split_seeds
+    from regionedit.toyworld.streams import object_phrases
+
+    scenes = scenes_world.generate_scenes(split_seeds("validation", 120))
+    for coloured in (False, True):
+        phrases, slots = object_phrases(scenes.params, torch.Generator().manual_seed(0), coloured_absent=coloured)
+        absent = [(i, p) for i, (p, s) in enumerate(zip(phrases, slots, strict=True)) if s < 0]
+        assert len(absent) >= 10
+        for i, phrase in absent:
+            kind = phrase.split()[-1]
+            assert kind not in {o["kind"] for o in scenes_world.scene_objects(scenes.params, i)}, phrase
+        with_colour = [p for _, p in absent if len(p.split()) == 3]
+        # the benchmark names an absent kind bare; training also names it the way present objects are
+        # named, so that the phrase's form tells nothing about presence
+        assert (not with_colour) if not coloured else 0.4 < len(with_colour) / len(absent) < 0.95
+    # the benchmark's phrases do not move when training's options change
+    assert object_phrases(scenes.params, torch.Generator().manual_seed(0))[0][:5] == \
+        ["the green box", "the house", "a brown tree", "the purple house", "the house"]
+
+
 def test_empty_mask_peak_loss_punishes_the_brightest_pixel_of_empty_masks_only():
     import torch.nn.functional as F
 

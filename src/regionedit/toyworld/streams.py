@@ -154,23 +154,34 @@ class ClipStream(Stream):
         return clip_pixels(images, 64), item["ids"].to(device)
 
 
-def object_phrases(params: dict, generator: torch.Generator) -> tuple[list[str], list[int]]:
+def object_phrases(params: dict, generator: torch.Generator, coloured_absent: bool = False) -> tuple[list[str], list[int]]:
     """One phrase per scene naming an object ("the ball", "a red ball", "the red ball") or, one time
-    in five, a kind that is absent; and the named object's slot (−1: absent, an empty mask)."""
+    in five, a kind that is absent; and the named object's slot (−1: absent, an empty mask).
+    ``coloured_absent`` (training): absent kinds are named in all three styles, with a random colour,
+    not only as "the ball"; otherwise a segmenter learns that a bare kind means an empty mask, and
+    leaves present objects named that way empty too (bench/results/clipseg-ablation-absent-cpu.json)."""
     phrases, slots = [], []
     for i in range(params["ground"].shape[0]):
         objects = scenes_world.scene_objects(params, i)
         absent = [k for k in scenes_world.KINDS if k not in {o["kind"] for o in objects}]
         if not objects or (absent and torch.rand(1, generator=generator).item() < 0.2):
-            phrases.append(f"the {absent[int(torch.randint(len(absent), (1,), generator=generator))]}")
+            kind = absent[int(torch.randint(len(absent), (1,), generator=generator))]
+            colour = scenes_world.COLOURS[int(torch.randint(len(scenes_world.COLOURS), (1,), generator=generator))] \
+                if coloured_absent else None
+            phrases.append(_phrase(kind, colour, int(torch.randint(3, (1,), generator=generator)) if coloured_absent else 0))
             slots.append(-1)
             continue
         obj = objects[int(torch.randint(len(objects), (1,), generator=generator))]
-        style = int(torch.randint(3, (1,), generator=generator))
-        phrases.append((f"the {obj['kind']}", f"{scenes_world.article(obj['colour'])} {obj['colour']} {obj['kind']}",
-                        f"the {obj['colour']} {obj['kind']}")[style])
+        phrases.append(_phrase(obj["kind"], obj["colour"], int(torch.randint(3, (1,), generator=generator))))
         slots.append(obj["slot"])
     return phrases, slots
+
+
+def _phrase(kind: str, colour: str | None, style: int) -> str:
+    """Style 0: "the ball"; 1: "a red ball"; 2: "the red ball"."""
+    if style == 0:
+        return f"the {kind}"
+    return f"{scenes_world.article(colour) if style == 1 else 'the'} {colour} {kind}"
 
 
 def phrase_masks(labels: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
@@ -187,7 +198,7 @@ class SegmentStream(Stream):
 
     def make(self, b):
         params = scenes_world.sample_params(self.seeds(b))
-        phrases, slots = object_phrases(params, self.generator(b))
+        phrases, slots = object_phrases(params, self.generator(b), coloured_absent=True)
         return {"params": params, "ids": token_ids(self.tokenizer, phrases), "slots": torch.tensor(slots)}
 
     def materialise(self, item, device):
