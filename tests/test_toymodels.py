@@ -286,6 +286,30 @@ def test_latent_loss_weighs_the_edit_region_and_min_snr():
     assert torch.allclose(latent.min_snr_weight(alphas, 5.0), snr.clamp(max=5) / (snr + 1))
 
 
+def test_a_signal_stops_training_after_the_current_step_and_the_run_ends_as_finished():
+    import signal
+
+    from regionedit.toyworld.training import Budget, Trainer
+
+    before = signal.getsignal(signal.SIGTERM)
+    trainer = Trainer(torch.nn.Linear(2, 1), "cpu", 1e-3)
+    drawn = []
+
+    def data():
+        while True:
+            drawn.append(len(drawn))
+            if len(drawn) == 3:  # a `kill -TERM` arrives while the third batch is prepared
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield torch.ones(4, 2)
+
+    budget = Budget(100)
+    steps = trainer.run(data(), lambda x: trainer.module(x).pow(2).mean(), budget)
+    assert steps == 3 and trainer.step_count == 3 and budget.stopped_by == "signal"
+    assert signal.getsignal(signal.SIGTERM) == before  # the process's own handling is back
+    budget = Budget(2)
+    assert trainer.run(data(), lambda x: trainer.module(x).pow(2).mean(), budget) == 3 and budget.stopped_by == "steps"
+
+
 def test_absent_phrases_name_a_missing_kind_and_in_training_carry_colours_too():
     from regionedit.toyworld import scenes as scenes_world
     from regionedit.toyworld.splits import split_seeds

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,10 +33,38 @@ from regionedit.toyworld.streams import (
 @dataclass
 class Budget:
     """Train for ``steps``, or until ``seconds`` of wall-clock time have passed, whichever comes first
-    (the card records the steps actually run, so ``--steps`` reproduces a timed run)."""
+    (the card records the steps actually run, so ``--steps`` reproduces a timed run). A run fills in
+    ``stopped_by``: "steps", "time budget" or "signal"."""
 
     steps: int
     seconds: float | None = None
+    stopped_by: str | None = None
+
+
+class GracefulStop:
+    """While active, SIGTERM or SIGINT asks the run to stop after its current step, so that it ends
+    as a finished run does (weights and card written; ``--resume`` continues); a second signal
+    interrupts at once. Outside the main thread, signals are left alone."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
 
 class Trainer:
@@ -77,21 +107,24 @@ class Trainer:
         Returns the steps run."""
         began = last_checkpoint = time.perf_counter()
         log_every = max(1, min(500, budget.steps // 20))
-        while self.step_count < budget.steps:
-            batch = next(data)
-            with self.autocast:
-                loss = loss_of(batch)
-            self.step(loss)
-            now = time.perf_counter()
-            if log and (self.step_count % log_every == 0 or self.step_count == budget.steps):
-                log(f"step {self.step_count}/{budget.steps} loss {loss.item():.4f} ({now - began:.0f} s)")
-            if checkpoint and now - last_checkpoint > checkpoint_seconds:
-                checkpoint(self.ema, self.step_count)
-                last_checkpoint = now
-            if budget.seconds is not None and now - began > budget.seconds:
-                if log:
-                    log(f"time budget reached after {self.step_count} steps ({now - began:.0f} s)")
-                break
+        budget.stopped_by = "steps"
+        with GracefulStop() as stop:
+            while self.step_count < budget.steps:
+                batch = next(data)
+                with self.autocast:
+                    loss = loss_of(batch)
+                self.step(loss)
+                now = time.perf_counter()
+                if log and (self.step_count % log_every == 0 or self.step_count == budget.steps):
+                    log(f"step {self.step_count}/{budget.steps} loss {loss.item():.4f} ({now - began:.0f} s)")
+                if checkpoint and now - last_checkpoint > checkpoint_seconds:
+                    checkpoint(self.ema, self.step_count)
+                    last_checkpoint = now
+                if stop.requested or (budget.seconds is not None and now - began > budget.seconds):
+                    budget.stopped_by = "signal" if stop.requested else "time budget"
+                    if log:
+                        log(f"{budget.stopped_by}: stopping after {self.step_count} steps ({now - began:.0f} s)")
+                    break
         return self.step_count
 
 
