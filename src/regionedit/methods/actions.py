@@ -99,6 +99,7 @@ class ActionClassifier:
     report: dict
     min_confidence: float = 0.5
 
+    @torch.no_grad()
     def decide(self, model, instruction: str) -> ActionDecision:
         probabilities = torch.softmax(self.net(pooled_embedding(model, [instruction]).cpu()), dim=-1)[0]
         confidence, index = probabilities.max(dim=0)
