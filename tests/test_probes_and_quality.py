@@ -96,7 +96,7 @@ def test_face_labels_hide_what_cannot_be_seen():
     assert torch.equal(weight.bool(), batch.factors["hat"] > 0.5)
 
 
-@pytest.mark.parametrize("variant, options", [("ddpm", {"skip": 1}), ("ddpm-p2p", {"skip": 1}), ("ddim-p2p", {}),
+@pytest.mark.parametrize("variant, options", [("ddpm", {"skip": 1}), ("ddim", {"skip": 1}), ("ddpm-p2p", {"skip": 1}), ("ddim-p2p", {}),
                                               ("ddpm-p2p", {"skip": 1, "local_blend": True})])
 def test_caption_editing_runs_on_caption_edits_only(variant, options):
     from regionedit.bench.quality import make_method, run_quality

@@ -77,10 +77,14 @@ class ZoneMethod:
         return outputs
 
 
+CAPTION_VARIANTS = ("ddpm", "ddim", "ddpm-p2p", "ddim-p2p")
+
+
 class CaptionEdit:
     """Text-based editing of a toy scene by its captions (a toy PIE-Bench): invert the source with
     its caption, edit toward the target caption. ``variant``: ``ddpm`` (edit-friendly noise maps,
-    the paper's skip 36 and target CFG 15), ``ddpm-p2p`` (the same noise space with Prompt-to-Prompt,
+    the paper's skip 36 and target CFG 15), ``ddim`` (the paper's baseline: a deterministic DDIM
+    inversion with the same prompts, skip and CFG), ``ddpm-p2p`` (the same noise space with Prompt-to-Prompt,
     the released code's defaults: skip 12, CFG 9, cross 0.6, self 0.2) or ``ddim-p2p`` (P2P on a
     deterministic DDIM inversion). Change colour and change object only: their captions differ in
     the edited object alone. ``local_blend=True`` (P2P variants): P2P's LocalBlend by the edited
@@ -97,9 +101,9 @@ class CaptionEdit:
 
         if world != "scenes":
             raise RegionEditError("caption editing is benchmarked on scenes (every caption edit has a ground truth)")
-        if variant not in ("ddpm", "ddpm-p2p", "ddim-p2p"):
-            raise RegionEditError(f"unknown caption-editing variant {variant!r} (ddpm, ddpm-p2p, ddim-p2p)")
-        if local_blend and variant == "ddpm":
+        if variant not in CAPTION_VARIANTS:
+            raise RegionEditError(f"unknown caption-editing variant {variant!r} ({', '.join(CAPTION_VARIANTS)})")
+        if local_blend and not variant.endswith("-p2p"):
             raise RegionEditError("local_blend is a Prompt-to-Prompt option: use ddpm-p2p or ddim-p2p")
         self.name = variant + ("-blend" if local_blend else "")
         self.variant, self.local_blend = variant, local_blend
@@ -113,10 +117,10 @@ class CaptionEdit:
             image = item.image.unsqueeze(0)
             inversion = self.editor.invert(image, prompt=item.record["source_caption"], guidance_scale=self.source_guidance,
                                            num_inference_steps=self.steps, generator=self.seed,
-                                           inversion_type="ddim" if self.variant == "ddim-p2p" else "ddpm",
+                                           inversion_type=self.variant.split("-")[0],
                                            max_side=max(image.shape[-2:]), record_attention=self.variant == "ddpm-p2p")
             blend = {"blend_words": _kind_words(item.record)} if self.local_blend else {}
-            result = self.editor.edit(inversion, prompt=item.record["target_caption"], p2p=self.variant != "ddpm",
+            result = self.editor.edit(inversion, prompt=item.record["target_caption"], p2p=self.variant.endswith("-p2p"),
                                       **blend, **self.options)
             outputs.append(MethodOutput(_unit(result.image)))
         return outputs

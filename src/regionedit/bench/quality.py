@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from regionedit.bench import machine
+from regionedit.bench.adapters import CAPTION_VARIANTS
 from regionedit.errors import RegionEditError
 from regionedit.toyworld.benchmark import (
     WORLDS,
@@ -86,7 +87,7 @@ def _caption_edit(variant: str):
 
 METHODS: dict[str, Callable[..., EditMethod]] = {
     "identity": Identity, "oracle": Oracle, "rdm": _rdm, "zone": _zone, "instruct": _instruct,
-    **{variant: _caption_edit(variant) for variant in ("ddpm", "ddpm-p2p", "ddim-p2p")},
+    **{variant: _caption_edit(variant) for variant in CAPTION_VARIANTS},
 }
 
 
