@@ -126,7 +126,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
         + _recipe_flags(context) + (" --resume" if resume else "")
     run = {"steps": steps_run, "batch": batch, "learning_rate": spec["learning_rate"], "device": str(device),
            "hardware": hardware(device), "train_seconds": wall,
-           "stopped_by": budget.stopped_by or ("time budget" if steps_run < budget.steps else "steps"), "torch": torch.__version__,
+           "stopped_by": budget.stopped_by, "torch": torch.__version__,
            "pool": context["speed"].pool, "refresh_every": context["speed"].refresh_every,
            "compile": context["speed"].compile, "command": command}
     history = context["history"] + [run]
