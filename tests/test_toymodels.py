@@ -119,11 +119,16 @@ def test_resume_continues_from_the_folder_and_chains_the_history(tmp_path, capsy
     assert "nothing to resume" in capsys.readouterr().err
     assert main(["toyworld", "train", "faces-ddpm", "--smoke", "--weights", str(weights), "-q"]) == 0
     before = load_model(str(weights / "faces-ddpm"), device="cpu").unet.state_dict()
-    assert main(["toyworld", "train", "faces-ddpm", "--resume", "--smoke", "--weights", str(weights), "-q"]) == 0
+    assert main(["toyworld", "train", "faces-ddpm", "--resume", "--learning-rate", "0", "--smoke", "--weights", str(weights), "-q"]) == 2
+    assert "learning_rate must be positive" in capsys.readouterr().err
+    # a resumed run may anneal at a lower rate: the card records it and the command repeats it
+    assert main(["toyworld", "train", "faces-ddpm", "--resume", "--learning-rate", "1e-4", "--smoke", "--weights", str(weights),
+                 "-q"]) == 0
     card = json.loads((weights / "faces-ddpm" / "card.json").read_text())
     assert card["settings"]["steps"] == 4 and len(card["history"]) == 2
+    assert [run["learning_rate"] for run in card["history"]] == [MODELS["faces-ddpm"]["learning_rate"], 1e-4]
     assert card["reproduce"] == ("regionedit toyworld train faces-ddpm --steps 2 --batch 4 && "
-                                 "regionedit toyworld train faces-ddpm --steps 2 --batch 4 --resume")
+                                 "regionedit toyworld train faces-ddpm --steps 2 --batch 4 --learning-rate 0.0001 --resume")
     after = load_model(str(weights / "faces-ddpm"), device="cpu").unet.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # two more steps moved the weights
 

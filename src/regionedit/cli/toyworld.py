@@ -37,6 +37,8 @@ def add_toyworld(commands) -> None:
     train.add_argument("--dice-weight", type=float, help="scenes-clipseg: weight of a soft-Dice term beside the BCE (default 0)")
     train.add_argument("--absent-weight", type=float,
                        help="scenes-clipseg: weight of the BCE on an empty mask's highest logit (absent objects; default 0)")
+    train.add_argument("--learning-rate", type=float,
+                       help="peak learning rate (default: the documented setting; lower it to anneal a resumed run)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -57,5 +59,6 @@ def cmd_train(args: argparse.Namespace) -> int:
           minutes=args.minutes, workers=args.workers, resume=args.resume,
           speed=Speed(args.pool, args.refresh_every, args.compile), edit_weight=args.edit_weight,
           evaluate=not args.no_evaluate, decoder_only=args.decoder_only,
-          dice_weight=args.dice_weight, absent_weight=args.absent_weight)
+          dice_weight=args.dice_weight, absent_weight=args.absent_weight,
+          learning_rate=args.learning_rate)
     return 0

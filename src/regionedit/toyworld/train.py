@@ -57,7 +57,8 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
           smoke: bool = False, log=print, weights: str | Path | None = None, batch: int | None = None,
           minutes: float | None = None, workers: int | None = None, resume: bool = False, speed=None,
           edit_weight: float | None = None, evaluate: bool = True, decoder_only: bool = False,
-          dice_weight: float | None = None, absent_weight: float | None = None) -> Path:
+          dice_weight: float | None = None, absent_weight: float | None = None,
+          learning_rate: float | None = None) -> Path:
     """Train ``name``; prerequisites are read from ``weights`` (default: the package's weights).
     ``resume``: start from the weights already in the output folder (a finished run or a checkpoint;
     the optimiser starts afresh) and add this run to the card's history. ``speed``: a
@@ -65,6 +66,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     the latent instruct models' loss weight inside the edited region (default: the spec's, else 1).
     ``dice_weight``: scenes-clipseg's soft-Dice term beside the BCE (default: the spec's, else 0);
     ``absent_weight``: its hard-negative term on empty masks' highest logit (default: the spec's, else 0).
+    ``learning_rate``: replaces the spec's (for example a lower rate to anneal a resumed run).
     ``evaluate=False``: leave the bar to `regionedit bench toymodels` (runs of an ablation are
     compared on the validation split; only the chosen one is measured on the benchmark split).
     ``decoder_only`` (scenes-vae with ``resume``): tune the decoder alone, so the latents, and the
@@ -88,6 +90,8 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     for needs in (spec.get("needs"), spec.get("also_needs")):
         if needs and not (weights / needs / "card.json").exists():
             raise RegionEditError(f"{name} builds on {needs}: train it first (`regionedit toyworld train {needs}`)")
+    if learning_rate is not None and not learning_rate > 0:
+        raise RegionEditError(f"learning_rate must be positive, got {learning_rate} (CLI: --learning-rate)")
     budget = Budget(2 if smoke else (steps or spec["steps"]), None if smoke or minutes is None else 60 * minutes)
     batch = 4 if smoke else (batch or spec["batch"])
     workers = (2 if device.type == "cuda" else 0) if workers is None else workers
@@ -101,7 +105,8 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
                "edit_weight": edit_weight if edit_weight is not None else spec.get("edit_weight", 1.0),
                "dice_weight": dice_weight if dice_weight is not None else spec.get("dice_weight", 0.0),
                "absent_weight": absent_weight if absent_weight is not None else spec.get("absent_weight", 0.0),
-               "decoder_only": decoder_only}
+               "decoder_only": decoder_only,
+               "learning_rate": learning_rate if learning_rate is not None else spec["learning_rate"]}
     began = time.perf_counter()
     torch.manual_seed(0)  # before any model is built: its initial weights are part of the recipe
     trainer = {"clip": _clip, "clipseg": _clipseg, "faces": _faces, "vae": _vae, "t2i": _t2i,
@@ -124,7 +129,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
         evaluation["meets_bar"] = meets_bar(f"toy/{name}", evaluation, main)
     command = f"regionedit toyworld train {name} --steps {steps_run} --batch {batch}" + _speed_flags(context["speed"]) \
         + _recipe_flags(context) + (" --resume" if resume else "")
-    run = {"steps": steps_run, "batch": batch, "learning_rate": spec["learning_rate"], "device": str(device),
+    run = {"steps": steps_run, "batch": batch, "learning_rate": context["learning_rate"], "device": str(device),
            "hardware": hardware(device), "train_seconds": wall,
            "stopped_by": budget.stopped_by, "torch": torch.__version__,
            "pool": context["speed"].pool, "refresh_every": context["speed"].refresh_every,
@@ -156,6 +161,8 @@ def _recipe_flags(c: dict) -> str:
     if c.get("spec", {}).get("kind") == "clipseg":
         flags += "".join(f" --{setting.replace('_', '-')} {c[setting]:g}" for setting in ("dice_weight", "absent_weight")
                          if c.get(setting))
+    if c.get("learning_rate", c.get("spec", {}).get("learning_rate")) != c.get("spec", {}).get("learning_rate"):
+        flags += f" --learning-rate {c['learning_rate']:g}"
     return flags + (" --decoder-only" if c.get("decoder_only") else "")
 
 
@@ -295,7 +302,7 @@ def _clip(c: dict):
 
     tokenizer = toy_tokenizer()
     checkpoint = _checkpointer(c, lambda ema: _save_transformers(c["folder"], ema, tokenizer))
-    clip, tokenizer, steps = train_clip(c["budget"], c["batch"], c["spec"]["learning_rate"], c["device"],
+    clip, tokenizer, steps = train_clip(c["budget"], c["batch"], c["learning_rate"], c["device"],
                                                c["workers"], c["log"], checkpoint)
     _save_transformers(c["folder"], clip, tokenizer)
     evaluate = lambda: eval_clip(ClipScorer(clip.float().eval(), tokenizer), 8 if c["smoke"] else 100)  # noqa: E731
@@ -314,7 +321,7 @@ def _clipseg(c: dict):
     tokenizer = AutoTokenizer.from_pretrained(source)
     checkpoint = _checkpointer(c, lambda ema: _save_transformers(c["folder"], ema, tokenizer))
     start = CLIPSegForImageSegmentation.from_pretrained(c["folder"], dtype=torch.float32) if c["resume"] else None
-    model, steps = train_clipseg(clip, tokenizer, c["budget"], c["batch"], c["spec"]["learning_rate"], c["device"],
+    model, steps = train_clipseg(clip, tokenizer, c["budget"], c["batch"], c["learning_rate"], c["device"],
                                  c["workers"], c["log"], checkpoint, start=start,
                                  dice_weight=c["dice_weight"], absent_weight=c["absent_weight"])
     _save_transformers(c["folder"], model, tokenizer)
@@ -333,7 +340,7 @@ def _faces(c: dict):
 
     checkpoint = _checkpointer(c, lambda ema: _save_pipeline(c["folder"], ema, None))
     unet, steps = train_diffusion(_start_unet(c, faces_unet), FaceStream(c["batch"]), c["budget"],
-                                  c["spec"]["learning_rate"], c["device"], c["workers"], c["log"], checkpoint,
+                                  c["learning_rate"], c["device"], c["workers"], c["log"], checkpoint,
                                   speed=c["speed"])
     _save_pipeline(c["folder"], unet, None)
     count, sampling_steps = (4, 5) if c["smoke"] else (256, 50)
@@ -366,7 +373,7 @@ def _vae(c: dict):
         _swap_in(c["folder"], lambda tmp: copy_half(vae).save_pretrained(tmp))
 
     checkpoint = _checkpointer(c, save)
-    vae, steps = latent.train_autoencoder(c["budget"], c["batch"], c["spec"]["learning_rate"], device=c["device"],
+    vae, steps = latent.train_autoencoder(c["budget"], c["batch"], c["learning_rate"], device=c["device"],
                                           log=c["log"], checkpoint=checkpoint, vae=start)
     vae = vae.float()
     if not c["decoder_only"]:  # a tuned decoder keeps the encoder, its latents and their scale
@@ -394,7 +401,7 @@ def _latent_recipe(c: dict):
     from regionedit.toyworld.latent import LatentRecipe
 
     speed = c["speed"]
-    return LatentRecipe(learning_rate=c["spec"]["learning_rate"], edit_weight=c["edit_weight"],
+    return LatentRecipe(learning_rate=c["learning_rate"], edit_weight=c["edit_weight"],
                         pool=speed.pool if speed.pool or c["smoke"] else LatentRecipe.pool,
                         refresh_every=speed.refresh_every)
 
