@@ -115,6 +115,37 @@ def test_clip_scores_over_a_transformers_clip_model():
         scorer.clip_t(a, ["only one"])
 
 
+def test_structure_distance_compares_last_layer_key_self_similarity():
+    import torch.nn.functional as F
+    from transformers import ViTConfig, ViTModel
+
+    model, _ = _tiny_clip()
+    vision = model.vision_model
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.rand(3, 3, 32, 32, generator=g), torch.rand(3, 3, 32, 32, generator=g)
+    # zero up to float rounding of one batch's rows (~1e-12 here; real edits measure 0.1 to 100s)
+    assert torch.allclose(metrics.structure_distance(vision, a, a), torch.zeros(3), atol=1e-6)
+    assert torch.allclose(metrics.structure_distance(vision, a, b), metrics.structure_distance(vision, b, a), rtol=1e-5)
+    # by hand: the last layer's keys of every token (CLS included), from its own input
+    pixels = metrics.clip_pixels(torch.cat([a, b]), 32)
+    with torch.no_grad():
+        hidden = vision(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+        last = vision.encoder.layers[-1]
+        keys = F.normalize(last.self_attn.k_proj(last.layer_norm1(hidden)), dim=-1)
+    similarity = keys @ keys.transpose(1, 2)
+    expected = ((similarity[:3] - similarity[3:]) ** 2).mean(dim=(1, 2)) * 1e3
+    assert torch.allclose(metrics.structure_distance(vision, a, b), expected, rtol=1e-4)
+    # any ViT: DINO-style ViTModel names its key projection "key"
+    torch.manual_seed(0)
+    vit = ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=37), add_pooling_layer=False).eval()
+    assert metrics.structure_distance(vit, a, b).gt(0).all()
+    with pytest.raises(RegionEditError, match="one shape"):
+        metrics.structure_distance(vision, a, b[:2])
+    with pytest.raises(RegionEditError, match="not a ViT"):
+        metrics.structure_distance(torch.nn.Conv2d(3, 3, 1), a, b, image_size=32)
+
+
 def test_lpips_never_downloads_and_explains_what_is_missing():
     available, why = metrics.lpips_available()
     if available:

@@ -66,6 +66,12 @@ def test_quality_harness_extremes(world):
     assert identity["results"]["overall"]["mask_iou"] is None
     assert oracle["results"]["overall"]["edit_success"] >= 0.95
     assert oracle["results"]["overall"]["mask_iou"] == 1.0
+    # structure distance (scenes: the toy CLIP's keys): zero for an unchanged image, positive for a real edit
+    if world == "scenes":
+        assert identity["results"]["overall"]["structure_distance"] == 0.0
+        assert oracle["results"]["overall"]["structure_distance"] > 0.1
+    else:
+        assert "structure_distance" not in oracle["results"]["overall"]
 
 
 def test_bench_quality_cli_writes_json_and_markdown(tmp_path, capsys):

@@ -10,6 +10,10 @@ H×W) with 1 = the edited region. ``region`` is "all", "inside" or "outside" the
   zeroed outside it (as PIE-Bench does) and the SSIM map is averaged over the region's pixels.
 - CLIP-I / CLIP-T are cosine similarities of any transformers ``CLIPModel``'s embeddings (our own
   code: torchmetrics' CLIPScore breaks on transformers 5); no ×100 scaling.
+- Structure distance is PIE-Bench's (after Tumanyan et al., "Splicing ViT Features", 2022): the
+  mean squared difference between the two images' self-similarity matrices (cosine) of the keys of
+  a ViT's last layer, over all tokens; reported ×10³ as PIE-Bench does. PIE-Bench uses DINO
+  ViT-B/8; any ViT with a last key projection serves here (the toy world uses its CLIP image tower).
 - LPIPS needs the optional ``lpips`` extra and its backbone weights already on disk; it never
   downloads anything.
 """
@@ -200,6 +204,50 @@ class ClipScorer:
         if len(texts) != _images(images).shape[0]:
             raise RegionEditError(f"clip_t needs one text per image: {len(texts)} texts, {_images(images).shape[0]} images")
         return (self.image_embeddings(images) * self.text_embeddings(texts)).sum(-1)
+
+
+# ----------------------------------------------------------------------- structure distance
+STRUCTURE_SCALE = 1e3  # PIE-Bench reports structure distance ×10³
+
+
+def _last_key_projection(vision_model: torch.nn.Module) -> torch.nn.Module:
+    """The key projection of a ViT's last layer (CLIP: ``k_proj``; ViT / DINO: ``key``)."""
+    keys = [m for name, m in vision_model.named_modules() if name.rsplit(".", 1)[-1] in ("k_proj", "key")]
+    if not keys:
+        raise RegionEditError(f"{type(vision_model).__name__} has no attention key projection (k_proj / key): not a ViT")
+    return keys[-1]
+
+
+def key_self_similarity(vision_model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """B×N×N cosine self-similarity of the last layer's keys over all N tokens of ``pixels``
+    (already in the model's input normalisation)."""
+    captured = []
+    handle = _last_key_projection(vision_model).register_forward_hook(lambda _m, _i, output: captured.append(output))
+    try:
+        vision_model(pixel_values=pixels)
+    finally:
+        handle.remove()
+    keys = F.normalize(captured[-1].float(), dim=-1)
+    return keys @ keys.transpose(1, 2)
+
+
+@torch.no_grad()
+def structure_distance(vision_model: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, image_size: int | None = None,
+                       batch_size: int = 32) -> torch.Tensor:
+    """PIE-Bench's structure distance (×10³) of each pair of images in [0, 1], through any ViT with
+    CLIP's input normalisation (``image_size``: the model's, read from its config if not given)."""
+    a, b = _images(a), _images(b)
+    if a.shape != b.shape:
+        raise RegionEditError(f"structure_distance needs images of one shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    size = image_size or vision_model.config.image_size
+    device = next(vision_model.parameters()).device
+    values = []
+    for i in range(0, a.shape[0], batch_size):
+        pair = torch.cat([a[i : i + batch_size], b[i : i + batch_size]]).to(device)
+        similarity = key_self_similarity(vision_model, clip_pixels(pair, size))
+        first, second = similarity.chunk(2)
+        values.append(((first - second) ** 2).mean(dim=(1, 2)).cpu() * STRUCTURE_SCALE)
+    return torch.cat(values)
 
 
 # --------------------------------------------------------------------------------- LPIPS

@@ -2,7 +2,8 @@
 
 Per action type and overall it reports background preservation (PSNR and L1 outside the
 ground-truth edit mask), edit success judged by the world's probe, the IoU of the method's own
-mask with the ground-truth mask (where the method makes one) and seconds per edit; the items and
+mask with the ground-truth mask (where the method makes one), PIE-Bench's structure distance
+(scenes world) and seconds per edit; the items and
 the scoring are the toy worlds' benchmark (:mod:`regionedit.toyworld.benchmark`).
 
 Methods plug in through :class:`EditMethod`: a name, ``edit(items) → outputs`` and optionally the
@@ -103,14 +104,17 @@ def run_quality(world: str, method: EditMethod, count: int = 200, size: int = 64
     return {"benchmark": "quality", **scores, "machine": machine()}
 
 
+EXTRA_COLUMNS = {"structure_distance": "structure distance (×10³)", "action_accuracy": "action accuracy"}
+
+
 def markdown_table(result: dict) -> str:
-    extra = [k for k in ("action_accuracy",) if any(row.get(k) is not None for row in result["results"].values())]
+    extra = [k for k in ("structure_distance", "action_accuracy") if any(row.get(k) is not None for row in result["results"].values())]
     lines = [
         f"### {result['method']} on {result['world']} ({result['count']} benchmark edits, "
         f"{result['seconds_per_edit']} s per edit)",
         "",
         "| action | n | edit success | background PSNR (dB) | background L1 | mask IoU |"
-        + "".join(f" {k.replace('_', ' ')} |" for k in extra),
+        + "".join(f" {EXTRA_COLUMNS[k]} |" for k in extra),
         "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(extra),
     ]
     for action, row in result["results"].items():

@@ -6,7 +6,9 @@
    and optionally the ``actions`` it handles).
 3. Scores per action type and overall: edit success as the world's probe reads the output,
    background preservation (PSNR and L1 outside the ground-truth mask), the IoU of the method's own
-   masks with the ground truth (where it makes them) and seconds per edit.
+   masks with the ground truth (where it makes them), seconds per edit and, where the world has an
+   embedded ViT, PIE-Bench's structure distance between input and output (×10³; the scenes world
+   uses toy/scenes-clip's image tower where PIE-Bench uses DINO; the faces world has none).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Protocol
 
 import torch
@@ -143,6 +146,7 @@ def run_benchmark(world: str, method: EditMethod, count: int = 200, size: int = 
     success = edit_success(world, items, images, probe)
     bg_psnr = metrics.psnr(images, sources, masks, "outside")
     bg_l1 = metrics.l1(images, sources, masks, "outside")
+    structure = _structure_distances(world, images, sources)
     ious = {"mask_iou": _ious(items, [o.mask for o in outputs])}
     for name in sorted({k for o in outputs for k in o.extra_masks}):
         ious[f"{name}_mask_iou"] = _ious(items, [o.extra_masks.get(name) for o in outputs])
@@ -152,10 +156,30 @@ def run_benchmark(world: str, method: EditMethod, count: int = 200, size: int = 
     for action in sorted({item.action for item in items}) + ["overall"]:
         keep = torch.tensor([action == "overall" or item.action == action for item in items])
         rows[action] = _row(keep, success, bg_psnr, bg_l1, ious)
+        if structure is not None:
+            rows[action]["structure_distance"] = _mean(structure[keep])
     return {
         "world": world, "method": method.name, "count": len(items), "size": size, "split": split,
         "seconds_per_edit": round(seconds / len(items), 5), "results": rows,
     }
+
+
+STRUCTURE_VIT = {"scenes": "toy/scenes-clip"}  # the ViT whose keys measure structure, per world
+
+
+@lru_cache(maxsize=2)
+def _structure_model(name: str) -> torch.nn.Module:
+    from transformers import CLIPModel
+
+    from regionedit.models.loading import load_transformers
+
+    model, _ = load_transformers(name, CLIPModel, "cpu")
+    return model.vision_model.eval()
+
+
+def _structure_distances(world: str, images: torch.Tensor, sources: torch.Tensor) -> torch.Tensor | None:
+    name = STRUCTURE_VIT.get(world)
+    return None if name is None else metrics.structure_distance(_structure_model(name), images, sources)
 
 
 def _mean(values: torch.Tensor) -> float | None:
