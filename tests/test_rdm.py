@@ -187,3 +187,17 @@ def test_bench_quality_runs_rdm_on_change_actions():
     result = run_quality("scenes", method, count=3)
     assert set(result["results"]) <= {"change_colour", "change_object", "overall"}
     assert result["results"]["overall"]["mask_iou"] is not None
+
+
+def test_bench_quality_rdm_on_the_ground_truth_mask_edits_exactly_that_region():
+    from regionedit.bench.quality import make_method, run_quality
+
+    method = make_method("rdm", "scenes", {"model": "tiny/sd", "segmenter": "nothing/never-loaded", "clip": "tiny/clip",
+                                           "region": "gt", "num_inference_steps": 3})
+    assert method.name == "rdm-gtmask"
+    result = run_quality("scenes", method, count=3)
+    overall = result["results"]["overall"]
+    # the region is the ground truth, and paste-back (the default) keeps everything outside it
+    assert overall["mask_iou"] == 1.0 and overall["background_psnr"] == 100.0
+    with pytest.raises(RegionEditError, match="'located'.*'gt'"):
+        make_method("rdm", "scenes", {"model": "tiny/sd", "region": "box"})

@@ -25,29 +25,36 @@ def _unit(image) -> torch.Tensor:
 
 
 class RDMMethod:
-    """RDM on scenes: locate the instruction's source object, replace it by the target text."""
+    """RDM on scenes: locate the instruction's source object, replace it by the target text.
+    ``region="gt"``: edit the ground-truth edit mask instead of the located one (RDM's editing
+    measured apart from its segmenter; named ``rdm-gtmask``)."""
 
-    name = "rdm"
     actions = ("change_colour", "change_object")
 
     def __init__(self, world: str, model: str = "toy/scenes-t2i", segmenter: str = "toy/scenes-clipseg",
-                 clip: str = "toy/scenes-clip", device: str | None = None, **options):
+                 clip: str = "toy/scenes-clip", device: str | None = None, region: str = "located", **options):
         from regionedit.editors import RDMEditor
         from regionedit.methods.rdm import DEFAULT_CLIP_SCALE
 
         if world != "scenes":
             raise RegionEditError("RDM is benchmarked on scenes (it needs a positioning text and a target text)")
-        self.editor = RDMEditor.from_pretrained(model, device=device, segmenter=segmenter, clip=clip)
+        if region not in ("located", "gt"):
+            raise RegionEditError(f"RDM's region is 'located' (by the segmenter) or 'gt' (the ground-truth mask), not {region!r}")
+        self.name, self.region = ("rdm" if region == "located" else "rdm-gtmask"), region
+        self.editor = RDMEditor.from_pretrained(model, device=device, segmenter=segmenter if region == "located" else None,
+                                                clip=clip)
         self.editor.set_progress_bar_config(disable=True)
-        self.editor.loaded_segmenter()  # the companions load (or fail) here, as the bench starts
+        if region == "located":
+            self.editor.loaded_segmenter()  # the companions load (or fail) here, as the bench starts
         self.editor.loaded_clip(options.get("clip_guidance_scale", DEFAULT_CLIP_SCALE))
         self.options = options
 
     def edit(self, items: Sequence[BenchItem]) -> list[MethodOutput]:
         outputs = []
         for item in items:
-            result = self.editor(item.image.unsqueeze(0), item.record["target_object"],
-                                 locate=item.record["source_object"], **_item_options(item, self.options))
+            where = {"locate": item.record["source_object"]} if self.region == "located" else {"mask": item.mask.reshape(1, 1, *item.mask.shape[-2:])}
+            result = self.editor(item.image.unsqueeze(0), item.record["target_object"], **where,
+                                 **_item_options(item, self.options))
             outputs.append(MethodOutput(_unit(result.image), result.masks["edit"][0].to(torch.float32)))
         return outputs
 
