@@ -91,7 +91,8 @@ def resolve(name: str) -> tuple[str, str]:
         embedded = embedded_models()
         if name not in embedded:
             known = ", ".join(embedded) or "none in this version"
-            raise RegionEditError(f"unknown embedded model {name!r} (embedded models: {known})")
+            raise RegionEditError(f"unknown embedded model {name!r} (embedded models: {known}); one not shipped yet can be "
+                                  f"trained with `regionedit toyworld train {name[4:]} --out DIR` and given as DIR")
         return "folder", str(embedded[name])
     if name.startswith("tiny/"):
         if name not in TINY_BUILDERS:
