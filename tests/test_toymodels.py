@@ -154,22 +154,33 @@ def test_clipseg_resume_continues_from_the_saved_segmenter(trained, tmp_path):
     assert len(card["history"]) == 2 and card["reproduce"].endswith("--resume")
 
 
-def test_clipseg_training_tunes_the_text_tower_and_keeps_the_vision_tower(trained):
+def test_clipseg_keeps_the_clip_towers_frozen_unless_told_to_tune_the_text_tower(trained, tmp_path):
+    import shutil
+
     from transformers import CLIPModel, CLIPSegForImageSegmentation
 
     from regionedit.toyworld.training import trainable_text_embedding
 
     clip = CLIPModel.from_pretrained(trained / "scenes-clip")
-    seg = CLIPSegForImageSegmentation.from_pretrained(trained / "scenes-clipseg").eval()
-    # transformers' CLIPSeg runs its towers under no_grad: without our own text embedding the text tower never moved
-    assert not torch.equal(seg.clip.text_projection.weight, clip.text_projection.weight)
-    assert not torch.equal(seg.clip.text_model.embeddings.token_embedding.weight, clip.text_model.embeddings.token_embedding.weight)
-    assert all(torch.equal(a, b) for a, b in zip(seg.clip.vision_model.parameters(), clip.vision_model.parameters(), strict=True))
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+
+    frozen = CLIPSegForImageSegmentation.from_pretrained(trained / "scenes-clipseg")
+    assert same(frozen.clip.text_model, clip.text_model) and same(frozen.clip.vision_model, clip.vision_model)  # the paper's
+    shutil.copytree(trained / "scenes-clip", tmp_path / "scenes-clip")
+    assert main(["toyworld", "train", "scenes-clipseg", "--tune-text", "--smoke", "--weights", str(tmp_path), "-q"]) == 0
+    tuned = CLIPSegForImageSegmentation.from_pretrained(tmp_path / "scenes-clipseg").eval()
+    # transformers' CLIPSeg runs its towers under no_grad: only our own text embedding lets the text tower move
+    assert not torch.equal(tuned.clip.text_projection.weight, clip.text_projection.weight)
+    assert not same(tuned.clip.text_model, clip.text_model) and same(tuned.clip.vision_model, clip.vision_model)
+    assert json.loads((tmp_path / "scenes-clipseg" / "card.json").read_text())["reproduce"].endswith("--tune-text")
     # training conditions the decoder on exactly what inference computes from the phrase
     ids = models.toy_tokenizer()(["a red ball", "the box"], padding="max_length", max_length=models.TEXT_LENGTH,
                                  return_tensors="pt").input_ids
     with torch.no_grad():
-        assert torch.equal(trainable_text_embedding(seg, ids), seg.get_conditional_embeddings(batch_size=2, input_ids=ids))
+        assert torch.equal(trainable_text_embedding(tuned, ids), tuned.get_conditional_embeddings(batch_size=2, input_ids=ids))
+    assert main(["toyworld", "train", "faces-ddpm", "--tune-text", "--smoke", "--weights", str(tmp_path), "-q"]) == 2
 
 
 def test_a_checkpoint_notes_its_steps_and_resume_reads_it_first(tmp_path):

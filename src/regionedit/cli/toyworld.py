@@ -37,6 +37,8 @@ def add_toyworld(commands) -> None:
     train.add_argument("--dice-weight", type=float, help="scenes-clipseg: weight of a soft-Dice term beside the BCE (default 0)")
     train.add_argument("--absent-weight", type=float,
                        help="scenes-clipseg: weight of the BCE on an empty mask's highest logit (absent objects; default 0)")
+    train.add_argument("--tune-text", action="store_true",
+                       help="scenes-clipseg: fine-tune the CLIP text tower too (the paper freezes both towers)")
     train.add_argument("--learning-rate", type=float,
                        help="peak learning rate (default: the documented setting; lower it to anneal a resumed run)")
 
@@ -60,5 +62,5 @@ def cmd_train(args: argparse.Namespace) -> int:
           speed=Speed(args.pool, args.refresh_every, args.compile), edit_weight=args.edit_weight,
           evaluate=not args.no_evaluate, decoder_only=args.decoder_only,
           dice_weight=args.dice_weight, absent_weight=args.absent_weight,
-          learning_rate=args.learning_rate)
+          learning_rate=args.learning_rate, tune_text=args.tune_text)
     return 0

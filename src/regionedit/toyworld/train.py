@@ -58,7 +58,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
           minutes: float | None = None, workers: int | None = None, resume: bool = False, speed=None,
           edit_weight: float | None = None, evaluate: bool = True, decoder_only: bool = False,
           dice_weight: float | None = None, absent_weight: float | None = None,
-          learning_rate: float | None = None) -> Path:
+          learning_rate: float | None = None, tune_text: bool = False) -> Path:
     """Train ``name``; prerequisites are read from ``weights`` (default: the package's weights).
     ``resume``: start from the weights already in the output folder (a finished run or a checkpoint;
     the optimiser starts afresh) and add this run to the card's history. ``speed``: a
@@ -66,6 +66,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     the latent instruct models' loss weight inside the edited region (default: the spec's, else 1).
     ``dice_weight``: scenes-clipseg's soft-Dice term beside the BCE (default: the spec's, else 0);
     ``absent_weight``: its hard-negative term on empty masks' highest logit (default: the spec's, else 0).
+    ``tune_text`` (scenes-clipseg): fine-tune the text tower too (the paper freezes both towers).
     ``learning_rate``: replaces the spec's (for example a lower rate to anneal a resumed run).
     ``evaluate=False``: leave the bar to `regionedit bench toymodels` (runs of an ablation are
     compared on the validation split; only the chosen one is measured on the benchmark split).
@@ -76,6 +77,8 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     for setting, value in (("dice_weight", dice_weight), ("absent_weight", absent_weight)):
         if value is not None and MODELS.get(name, {}).get("kind") != "clipseg":
             raise RegionEditError(f"{setting} is a scenes-clipseg setting (CLI: --{setting.replace('_', '-')})")
+    if tune_text and MODELS.get(name, {}).get("kind") != "clipseg":
+        raise RegionEditError("tune_text is a scenes-clipseg setting (CLI: --tune-text)")
     if name not in TRAINABLE:
         raise RegionEditError(f"unknown trainable model {name!r} (trainable: {', '.join(TRAINABLE)})")
     log = log or (lambda message: None)
@@ -105,7 +108,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
                "edit_weight": edit_weight if edit_weight is not None else spec.get("edit_weight", 1.0),
                "dice_weight": dice_weight if dice_weight is not None else spec.get("dice_weight", 0.0),
                "absent_weight": absent_weight if absent_weight is not None else spec.get("absent_weight", 0.0),
-               "decoder_only": decoder_only,
+               "decoder_only": decoder_only, "tune_text": tune_text,
                "learning_rate": learning_rate if learning_rate is not None else spec["learning_rate"]}
     began = time.perf_counter()
     torch.manual_seed(0)  # before any model is built: its initial weights are part of the recipe
@@ -163,7 +166,7 @@ def _recipe_flags(c: dict) -> str:
                          if c.get(setting))
     if c.get("learning_rate", c.get("spec", {}).get("learning_rate")) != c.get("spec", {}).get("learning_rate"):
         flags += f" --learning-rate {c['learning_rate']:g}"
-    return flags + (" --decoder-only" if c.get("decoder_only") else "")
+    return flags + (" --decoder-only" if c.get("decoder_only") else "") + (" --tune-text" if c.get("tune_text") else "")
 
 
 def _progress(folder: Path) -> dict | None:
@@ -323,12 +326,13 @@ def _clipseg(c: dict):
     start = CLIPSegForImageSegmentation.from_pretrained(c["folder"], dtype=torch.float32) if c["resume"] else None
     model, steps = train_clipseg(clip, tokenizer, c["budget"], c["batch"], c["learning_rate"], c["device"],
                                  c["workers"], c["log"], checkpoint, start=start,
-                                 dice_weight=c["dice_weight"], absent_weight=c["absent_weight"])
+                                 dice_weight=c["dice_weight"], absent_weight=c["absent_weight"], tune_text=c["tune_text"])
     _save_transformers(c["folder"], model, tokenizer)
     segmenter = TextSegmenter(model.float().eval(), tokenizer, c["name"])
     evaluate = lambda: eval_clipseg(segmenter, 8 if c["smoke"] else 200)  # noqa: E731
     data = "scenes of the train split with object phrases and their visible masks (absent kinds as negatives)"
-    return {"data": data + "; CLIP towers from scenes-clip, fine-tuned", "ema": 0.999}, steps, evaluate
+    towers = "text tower fine-tuned, vision tower frozen" if c["tune_text"] else "both frozen, as in the paper"
+    return {"data": data + f"; CLIP towers from scenes-clip, {towers}", "ema": 0.999}, steps, evaluate
 
 
 def _faces(c: dict):

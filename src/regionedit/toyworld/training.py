@@ -196,12 +196,12 @@ def train_clip(budget: Budget, batch: int = 256, learning_rate: float = 5e-4, de
 def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, learning_rate: float = 3e-4,
                   device="cpu", workers: int = 0, log=None, checkpoint=None, seed: int = 0,
                   start: CLIPSegForImageSegmentation | None = None, dice_weight: float = 0.0,
-                  absent_weight: float = 0.0):
-    """CLIPSeg on the toy CLIP's towers, trained on (scene, object phrase) → visible mask. Unlike the
-    CLIPSeg paper, the text tower is fine-tuned too: the toy CLIP saw only whole-scene captions, and
-    its frozen embeddings of "a red ball" and "a red box" have cosine 0.96. transformers' CLIPSeg runs
-    both towers under ``no_grad``, so the conditional embedding is computed here, with gradients, by
-    the same ``get_text_features`` that inference calls; the vision tower stays frozen, as in the paper.
+                  absent_weight: float = 0.0, tune_text: bool = False):
+    """CLIPSeg on the toy CLIP's towers, trained on (scene, object phrase) → visible mask; both towers
+    frozen, as in the CLIPSeg paper (transformers' CLIPSeg runs them under ``no_grad``).
+    ``tune_text``: fine-tune the text tower too (the toy CLIP saw only whole-scene captions, and its
+    frozen embeddings of "a red ball" and "a red box" have cosine 0.96): the conditional embedding
+    is then computed here, with gradients, by the same ``get_text_features`` that inference calls.
     ``start``: a CLIPSeg to continue (``--resume``). ``dice_weight``: a soft Dice term added to the
     paper's binary cross-entropy (the toy objects cover 2–4 % of a scene, so BCE alone leaves the
     scores inside them low). ``absent_weight``: a hard-negative term, the BCE of each empty mask's
@@ -218,8 +218,8 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
 
     def loss_of(triple):
         pixels, ids, masks = triple
-        logits = trainer.module(pixel_values=pixels, conditional_embeddings=trainable_text_embedding(trainer.module, ids))
-        logits = logits.logits.float().view_as(masks)
+        text = {"conditional_embeddings": trainable_text_embedding(trainer.module, ids)} if tune_text else {"input_ids": ids}
+        logits = trainer.module(pixel_values=pixels, **text).logits.float().view_as(masks)
         loss = F.binary_cross_entropy_with_logits(logits, masks)
         if dice_weight:
             loss = loss + dice_weight * soft_dice_loss(logits, masks)
