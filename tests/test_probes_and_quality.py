@@ -80,6 +80,7 @@ def test_bench_quality_cli_writes_json_and_markdown(tmp_path, capsys):
                  "--md", str(md), "-q"]) == 0
     result = json.loads(out.read_text())
     assert result["method"] == "oracle" and result["count"] == 20 and "seconds_per_edit" in result
+    assert result["options"] == {}
     assert "| overall | 20 |" in md.read_text()
     assert main(["bench", "quality", "--world", "scenes", "--method", "nope", "--n", "2"]) == 2
     assert "unknown method" in capsys.readouterr().err

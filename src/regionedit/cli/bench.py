@@ -150,7 +150,8 @@ def _quality(bench, args: argparse.Namespace) -> dict:
             raise RegionEditError(f"--option must be key=value, got {item!r}")
         options[key] = _parse_value(value)
     method = make_method(args.method, args.world, options)
-    return bench(args.world, method, count=args.n, size=args.size, progress=not args.quiet, split=args.split)
+    result = bench(args.world, method, count=args.n, size=args.size, progress=not args.quiet, split=args.split)
+    return {**result, "options": options}  # the JSON says how the method was set
 
 
 def _parse_value(text: str):
