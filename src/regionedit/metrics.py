@@ -161,7 +161,7 @@ def clip_pixels(images: torch.Tensor, size: int) -> torch.Tensor:
     return (images.clamp(0, 1) - mean) / std
 
 
-def _pooled(output) -> torch.Tensor:
+def pooled(output) -> torch.Tensor:
     """transformers 5 returns an output object from get_*_features; older versions a tensor."""
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
@@ -184,14 +184,14 @@ class ClipScorer:
         """Unit image embeddings, differentiable with respect to the images (for guidance)."""
         pixels = clip_pixels(_images(images).to(self.device), self.image_size)
         dtype = next(self.model.parameters()).dtype
-        features = _pooled(self.model.get_image_features(pixel_values=pixels.to(dtype)))
+        features = pooled(self.model.get_image_features(pixel_values=pixels.to(dtype)))
         return F.normalize(features.float(), dim=-1)
 
     @torch.no_grad()
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(list(texts), padding="max_length", truncation=True,
                                 max_length=self.model.config.text_config.max_position_embeddings, return_tensors="pt")
-        features = _pooled(self.model.get_text_features(input_ids=tokens.input_ids.to(self.device),
+        features = pooled(self.model.get_text_features(input_ids=tokens.input_ids.to(self.device),
                                                         attention_mask=tokens.attention_mask.to(self.device)))
         return F.normalize(features.float(), dim=-1)
 

@@ -74,11 +74,9 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     diffusion models trained on them, stay valid (as SD's ft-MSE autoencoder was made)."""
     if decoder_only and not (name == "scenes-vae" and resume):
         raise RegionEditError("decoder_only tunes an existing autoencoder: use it with scenes-vae and resume (CLI: --decoder-only --resume)")
-    for setting, value in (("dice_weight", dice_weight), ("absent_weight", absent_weight)):
+    for setting, value in (("dice_weight", dice_weight), ("absent_weight", absent_weight), ("tune_text", tune_text or None)):
         if value is not None and MODELS.get(name, {}).get("kind") != "clipseg":
             raise RegionEditError(f"{setting} is a scenes-clipseg setting (CLI: --{setting.replace('_', '-')})")
-    if tune_text and MODELS.get(name, {}).get("kind") != "clipseg":
-        raise RegionEditError("tune_text is a scenes-clipseg setting (CLI: --tune-text)")
     if name not in TRAINABLE:
         raise RegionEditError(f"unknown trainable model {name!r} (trainable: {', '.join(TRAINABLE)})")
     log = log or (lambda message: None)
@@ -164,7 +162,8 @@ def _recipe_flags(c: dict) -> str:
     if c.get("spec", {}).get("kind") == "clipseg":
         flags += "".join(f" --{setting.replace('_', '-')} {c[setting]:g}" for setting in ("dice_weight", "absent_weight")
                          if c.get(setting))
-    if c.get("learning_rate", c.get("spec", {}).get("learning_rate")) != c.get("spec", {}).get("learning_rate"):
+    documented_rate = c.get("spec", {}).get("learning_rate")
+    if c.get("learning_rate", documented_rate) != documented_rate:
         flags += f" --learning-rate {c['learning_rate']:g}"
     return flags + (" --decoder-only" if c.get("decoder_only") else "") + (" --tune-text" if c.get("tune_text") else "")
 

@@ -234,8 +234,9 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
 def trainable_text_embedding(model: CLIPSegForImageSegmentation, ids: torch.Tensor) -> torch.Tensor:
     """CLIPSeg's conditional embedding of the phrases ``ids``, as its own forward computes it but
     with gradients into the text tower."""
-    features = model.clip.get_text_features(input_ids=ids)
-    return features if isinstance(features, torch.Tensor) else features.pooler_output
+    from regionedit.metrics import pooled
+
+    return pooled(model.clip.get_text_features(input_ids=ids))
 
 
 def empty_mask_peak_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
