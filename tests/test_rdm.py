@@ -124,6 +124,10 @@ def test_latent_blending_keeps_the_sample_outside_the_mask_at_the_original(sd_mo
     outside = (torch.nn.functional.adaptive_max_pool2d(mask, x0.shape[-2:]) == 0).expand_as(x0)
     # After the last step the background is q(x_final | x0): √ᾱ₀ x0 + √(1 − ᾱ₀) ε with ᾱ₀ = 0.99915.
     assert (out.sample - x0)[outside].abs().max() < 0.2
+    free = rdm.edit(sd_model, image, target, mask=mask, num_inference_steps=STEPS, clip_guidance_scale=0, nerp_mse=0,
+                    blend=False, paste_back=False, progress=False)
+    assert free.recipe["blend"] is False and out.recipe["blend"] is True
+    assert (free.sample - x0)[outside].abs().max() > 1.0  # the ablation: nothing holds the background
 
 
 def test_bad_inputs(sd_model, pixel_model, scene):
@@ -154,7 +158,8 @@ def test_cli_edit_rdm(scene_file, tmp_path, capsys):
                  "-o", str(out), "--mask-out", str(mask_out), *common]) == 0
     assert read_recipe(out)["method"] == "rdm" and mask_out.exists()
     assert main(["edit", "rdm", str(scene_file), "--box", "10,10,40,40", "--target", "a box", "--clip", "none",
-                 "-o", str(tmp_path / "box.png"), *common]) == 0
+                 "--no-blend", "-o", str(tmp_path / "box.png"), *common]) == 0
+    assert read_recipe(tmp_path / "box.png")["blend"] is False  # paste-back still keeps every outside pixel:
     before = as_unit(__import__("PIL.Image", fromlist=["Image"]).open(scene_file))
     after = as_unit(__import__("PIL.Image", fromlist=["Image"]).open(tmp_path / "box.png"))
     inside = torch.zeros_like(before, dtype=torch.bool)

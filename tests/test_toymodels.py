@@ -154,12 +154,12 @@ def test_clipseg_resume_continues_from_the_saved_segmenter(trained, tmp_path):
     assert len(card["history"]) == 2 and card["reproduce"].endswith("--resume")
 
 
-def test_clipseg_keeps_the_clip_towers_frozen_unless_told_to_tune_the_text_tower(trained, tmp_path):
+def test_clipseg_keeps_the_clip_towers_frozen_unless_told_to_tune_one(trained, tmp_path):
     import shutil
 
     from transformers import CLIPModel, CLIPSegForImageSegmentation
 
-    from regionedit.toyworld.training import trainable_text_embedding
+    from regionedit.toyworld.training import clipseg_logits
 
     clip = CLIPModel.from_pretrained(trained / "scenes-clip")
 
@@ -169,18 +169,25 @@ def test_clipseg_keeps_the_clip_towers_frozen_unless_told_to_tune_the_text_tower
     frozen = CLIPSegForImageSegmentation.from_pretrained(trained / "scenes-clipseg")
     assert same(frozen.clip.text_model, clip.text_model) and same(frozen.clip.vision_model, clip.vision_model)  # the paper's
     shutil.copytree(trained / "scenes-clip", tmp_path / "scenes-clip")
-    assert main(["toyworld", "train", "scenes-clipseg", "--tune-text", "--smoke", "--weights", str(tmp_path), "-q"]) == 0
-    tuned = CLIPSegForImageSegmentation.from_pretrained(tmp_path / "scenes-clipseg").eval()
-    # transformers' CLIPSeg runs its towers under no_grad: only our own text embedding lets the text tower move
-    assert not torch.equal(tuned.clip.text_projection.weight, clip.text_projection.weight)
-    assert not same(tuned.clip.text_model, clip.text_model) and same(tuned.clip.vision_model, clip.vision_model)
-    assert json.loads((tmp_path / "scenes-clipseg" / "card.json").read_text())["reproduce"].endswith("--tune-text")
-    # training conditions the decoder on exactly what inference computes from the phrase
+    # transformers' CLIPSeg runs its towers under no_grad: only our own forward lets a tower move
+    for flags, text_moves, vision_moves in ((["--tune-text"], True, False), (["--tune-vision"], False, True)):
+        assert main(["toyworld", "train", "scenes-clipseg", *flags, "--smoke", "--weights", str(tmp_path), "-q"]) == 0
+        tuned = CLIPSegForImageSegmentation.from_pretrained(tmp_path / "scenes-clipseg").eval()
+        assert torch.equal(tuned.clip.text_projection.weight, clip.text_projection.weight) is not text_moves
+        assert same(tuned.clip.text_model, clip.text_model) is not text_moves
+        assert same(tuned.clip.vision_model, clip.vision_model) is not vision_moves
+        card = json.loads((tmp_path / "scenes-clipseg" / "card.json").read_text())
+        assert card["reproduce"].endswith(flags[0]) and f"{'vision' if vision_moves else 'text'} tower fine-tuned" in card["settings"]["data"]
+    # training computes exactly what inference does, whichever towers it tunes
     ids = models.toy_tokenizer()(["a red ball", "the box"], padding="max_length", max_length=models.TEXT_LENGTH,
                                  return_tensors="pt").input_ids
+    pixels = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(trainable_text_embedding(tuned, ids), tuned.get_conditional_embeddings(batch_size=2, input_ids=ids))
-    assert main(["toyworld", "train", "faces-ddpm", "--tune-text", "--smoke", "--weights", str(tmp_path), "-q"]) == 2
+        expected = tuned(input_ids=ids, pixel_values=pixels).logits
+        for text, vision in ((False, False), (True, False), (False, True), (True, True)):
+            assert torch.equal(clipseg_logits(tuned, pixels, ids, text, vision), expected)
+    for flag in ("--tune-text", "--tune-vision"):
+        assert main(["toyworld", "train", "faces-ddpm", flag, "--smoke", "--weights", str(tmp_path), "-q"]) == 2
 
 
 def test_a_checkpoint_notes_its_steps_and_resume_reads_it_first(tmp_path):

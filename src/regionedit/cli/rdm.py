@@ -45,6 +45,8 @@ def add_edit(methods) -> None:
                      help=f"NERP MSE weight outside the mask (code: {defaults.RDM_NERP_MSE:g})")
     rdm.add_argument("--nerp-lpips", type=float, default=defaults.RDM_NERP_LPIPS,
                      help=f"NERP LPIPS weight (code: {defaults.RDM_NERP_LPIPS:g}; needs the lpips extra)")
+    rdm.add_argument("--no-blend", action="store_true",
+                     help="ablation: sample the whole latent freely instead of blending the noised original outside the mask")
     rdm.add_argument("--no-paste-back", action="store_true", help="keep the sampled background (its PSNR is reported)")
     rdm.add_argument("--feather", type=int, default=0, help="soften the paste-back edge inwards by this many pixels")
     rdm.add_argument("--eta", type=float, default=defaults.RDM_ETA, help=f"η of the sampler (default {defaults.RDM_ETA:g})")
@@ -88,7 +90,8 @@ def cmd_edit_rdm(args: argparse.Namespace) -> int:
     out = editor(
         image, args.target, locate=args.locate, mask=mask, num_inference_steps=args.steps, guidance_scale=args.cfg,
         threshold=args.threshold, dilation=args.dilate, clip_guidance_scale=clip_scale, cutouts=args.cutouts,
-        nerp_mse=args.nerp_mse, nerp_lpips=args.nerp_lpips, paste_back=not args.no_paste_back, feather=args.feather,
+        nerp_mse=args.nerp_mse, nerp_lpips=args.nerp_lpips, blend=not args.no_blend, paste_back=not args.no_paste_back,
+        feather=args.feather,
         eta=args.eta, generator=args.seed, max_side=args.max_side,
     )
     save_png(out.image, args.output, {**out.recipe, "input": Path(args.image).name})

@@ -39,6 +39,8 @@ def add_toyworld(commands) -> None:
                        help="scenes-clipseg: weight of the BCE on an empty mask's highest logit (absent objects; default 0)")
     train.add_argument("--tune-text", action="store_true",
                        help="scenes-clipseg: fine-tune the CLIP text tower too (the paper freezes both towers)")
+    train.add_argument("--tune-vision", action="store_true",
+                       help="scenes-clipseg: fine-tune the CLIP vision tower too (the paper freezes both towers)")
     train.add_argument("--learning-rate", type=float,
                        help="peak learning rate (default: the documented setting; lower it to anneal a resumed run)")
 
@@ -62,5 +64,5 @@ def cmd_train(args: argparse.Namespace) -> int:
           speed=Speed(args.pool, args.refresh_every, args.compile), edit_weight=args.edit_weight,
           evaluate=not args.no_evaluate, decoder_only=args.decoder_only,
           dice_weight=args.dice_weight, absent_weight=args.absent_weight,
-          learning_rate=args.learning_rate, tune_text=args.tune_text)
+          learning_rate=args.learning_rate, tune_text=args.tune_text, tune_vision=args.tune_vision)
     return 0

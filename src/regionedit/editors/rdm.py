@@ -53,6 +53,7 @@ class RDMEditor(Editor):
         cutouts: int = rdm.DEFAULT_CUTOUTS,
         nerp_mse: float = rdm.DEFAULT_NERP_MSE,
         nerp_lpips: float = rdm.DEFAULT_NERP_LPIPS,
+        blend: bool = True,
         paste_back: bool = True,
         feather: int = 0,
         eta: float = rdm.DEFAULT_ETA,
@@ -69,7 +70,7 @@ class RDMEditor(Editor):
                        clip=self.loaded_clip(clip_guidance_scale), num_inference_steps=num_inference_steps,
                        guidance_scale=guidance_scale, threshold=threshold, dilation=dilation,
                        clip_guidance_scale=clip_guidance_scale, cutouts=cutouts, nerp_mse=nerp_mse, nerp_lpips=nerp_lpips,
-                       paste_back=paste_back, feather=feather, eta=eta, seed=seed, max_side=self.max_side(max_side),
+                       blend=blend, paste_back=paste_back, feather=feather, eta=eta, seed=seed, max_side=self.max_side(max_side),
                        progress=self.progress)
         return EditorOutput(out.image, out.pixels, out.recipe, {"edit": out.mask}, details=out)
 

@@ -104,6 +104,7 @@ def edit(
     cutouts: int = DEFAULT_CUTOUTS,
     nerp_mse: float = DEFAULT_NERP_MSE,
     nerp_lpips: float = DEFAULT_NERP_LPIPS,
+    blend: bool = True,
     paste_back: bool = True,
     feather: int = 0,
     eta: float = DEFAULT_ETA,
@@ -115,7 +116,8 @@ def edit(
 
     ``mask``: a tensor at the input's size, or any mask source (:mod:`regionedit.mask_sources`:
     file, box, brush, text, ZONE's attention, a segment pick), resolved on ``image``; it wins over
-    ``locate``."""
+    ``locate``. ``blend=False`` samples the whole latent freely (the ablation without step 2's
+    blending: only NERP and paste-back then keep the background)."""
     if not model.is_text_conditional:
         raise RegionEditError(f"RDM needs a text-conditional model; {model.name} is unconditional")
     if not target or not target.strip():
@@ -161,7 +163,7 @@ def edit(
 
     start = torch.randn(x0.shape, generator=generator).to(model.device)
     result = sample(_Guided(denoiser, guidance, schedule), schedule, start, gaussian_noise(schedule, eta, generator),
-                    eta=eta, callback=keep_background, progress=progress)
+                    eta=eta, callback=keep_background if blend else None, progress=progress)
     edited = fit.crop(model.decode(result))
     background_psnr = float(metrics.psnr(from_model_range(edited), from_model_range(working), region.cpu(), "outside")[0])
     if paste_back:
@@ -173,7 +175,7 @@ def edit(
         "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "eta": eta,
         "clip_model": getattr(clip, "name", None) if clip is not None else None, "clip_guidance_scale": clip_guidance_scale,
         "cutouts": cutouts, "nerp_mse": nerp_mse, "nerp_lpips": nerp_lpips if guidance and guidance.lpips_weight else 0.0,
-        "paste_back": paste_back, "feather": feather, "seed": seed,
+        "blend": blend, "paste_back": paste_back, "feather": feather, "seed": seed,
         "segmenter": segmenter.name if segmenter is not None and mask is None else None,
     }
     return RDMOutput(tensor_to_pil(edited[0]), region.cpu(), scores, result, background_psnr, recipe,

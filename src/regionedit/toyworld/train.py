@@ -58,7 +58,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
           minutes: float | None = None, workers: int | None = None, resume: bool = False, speed=None,
           edit_weight: float | None = None, evaluate: bool = True, decoder_only: bool = False,
           dice_weight: float | None = None, absent_weight: float | None = None,
-          learning_rate: float | None = None, tune_text: bool = False) -> Path:
+          learning_rate: float | None = None, tune_text: bool = False, tune_vision: bool = False) -> Path:
     """Train ``name``; prerequisites are read from ``weights`` (default: the package's weights).
     ``resume``: start from the weights already in the output folder (a finished run or a checkpoint;
     the optimiser starts afresh) and add this run to the card's history. ``speed``: a
@@ -66,7 +66,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     the latent instruct models' loss weight inside the edited region (default: the spec's, else 1).
     ``dice_weight``: scenes-clipseg's soft-Dice term beside the BCE (default: the spec's, else 0);
     ``absent_weight``: its hard-negative term on empty masks' highest logit (default: the spec's, else 0).
-    ``tune_text`` (scenes-clipseg): fine-tune the text tower too (the paper freezes both towers).
+    ``tune_text``, ``tune_vision`` (scenes-clipseg): fine-tune that CLIP tower too (the paper freezes both).
     ``learning_rate``: replaces the spec's (for example a lower rate to anneal a resumed run).
     ``evaluate=False``: leave the bar to `regionedit bench toymodels` (runs of an ablation are
     compared on the validation split; only the chosen one is measured on the benchmark split).
@@ -74,7 +74,8 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     diffusion models trained on them, stay valid (as SD's ft-MSE autoencoder was made)."""
     if decoder_only and not (name == "scenes-vae" and resume):
         raise RegionEditError("decoder_only tunes an existing autoencoder: use it with scenes-vae and resume (CLI: --decoder-only --resume)")
-    for setting, value in (("dice_weight", dice_weight), ("absent_weight", absent_weight), ("tune_text", tune_text or None)):
+    for setting, value in (("dice_weight", dice_weight), ("absent_weight", absent_weight), ("tune_text", tune_text or None),
+                           ("tune_vision", tune_vision or None)):
         if value is not None and MODELS.get(name, {}).get("kind") != "clipseg":
             raise RegionEditError(f"{setting} is a scenes-clipseg setting (CLI: --{setting.replace('_', '-')})")
     if name not in TRAINABLE:
@@ -106,7 +107,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
                "edit_weight": edit_weight if edit_weight is not None else spec.get("edit_weight", 1.0),
                "dice_weight": dice_weight if dice_weight is not None else spec.get("dice_weight", 0.0),
                "absent_weight": absent_weight if absent_weight is not None else spec.get("absent_weight", 0.0),
-               "decoder_only": decoder_only, "tune_text": tune_text,
+               "decoder_only": decoder_only, "tune_text": tune_text, "tune_vision": tune_vision,
                "learning_rate": learning_rate if learning_rate is not None else spec["learning_rate"]}
     began = time.perf_counter()
     torch.manual_seed(0)  # before any model is built: its initial weights are part of the recipe
@@ -165,7 +166,8 @@ def _recipe_flags(c: dict) -> str:
     documented_rate = c.get("spec", {}).get("learning_rate")
     if c.get("learning_rate", documented_rate) != documented_rate:
         flags += f" --learning-rate {c['learning_rate']:g}"
-    return flags + (" --decoder-only" if c.get("decoder_only") else "") + (" --tune-text" if c.get("tune_text") else "")
+    switches = ("decoder_only", "tune_text", "tune_vision")
+    return flags + "".join(f" --{switch.replace('_', '-')}" for switch in switches if c.get(switch))
 
 
 def _progress(folder: Path) -> dict | None:
@@ -325,12 +327,15 @@ def _clipseg(c: dict):
     start = CLIPSegForImageSegmentation.from_pretrained(c["folder"], dtype=torch.float32) if c["resume"] else None
     model, steps = train_clipseg(clip, tokenizer, c["budget"], c["batch"], c["learning_rate"], c["device"],
                                  c["workers"], c["log"], checkpoint, start=start,
-                                 dice_weight=c["dice_weight"], absent_weight=c["absent_weight"], tune_text=c["tune_text"])
+                                 dice_weight=c["dice_weight"], absent_weight=c["absent_weight"], tune_text=c["tune_text"],
+                                 tune_vision=c["tune_vision"])
     _save_transformers(c["folder"], model, tokenizer)
     segmenter = TextSegmenter(model.float().eval(), tokenizer, c["name"])
     evaluate = lambda: eval_clipseg(segmenter, 8 if c["smoke"] else 200)  # noqa: E731
     data = "scenes of the train split with object phrases and their visible masks (absent kinds as negatives)"
-    towers = "text tower fine-tuned, vision tower frozen" if c["tune_text"] else "both frozen, as in the paper"
+    towers = ", ".join(f"{tower} tower {'fine-tuned' if c[f'tune_{tower}'] else 'frozen'}" for tower in ("text", "vision"))
+    if not (c["tune_text"] or c["tune_vision"]):
+        towers = "both frozen, as in the paper"
     return {"data": data + f"; CLIP towers from scenes-clip, {towers}", "ema": 0.999}, steps, evaluate
 
 

@@ -196,12 +196,15 @@ def train_clip(budget: Budget, batch: int = 256, learning_rate: float = 5e-4, de
 def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, learning_rate: float = 3e-4,
                   device="cpu", workers: int = 0, log=None, checkpoint=None, seed: int = 0,
                   start: CLIPSegForImageSegmentation | None = None, dice_weight: float = 0.0,
-                  absent_weight: float = 0.0, tune_text: bool = False):
+                  absent_weight: float = 0.0, tune_text: bool = False, tune_vision: bool = False):
     """CLIPSeg on the toy CLIP's towers, trained on (scene, object phrase) → visible mask; both towers
     frozen, as in the CLIPSeg paper (transformers' CLIPSeg runs them under ``no_grad``).
     ``tune_text``: fine-tune the text tower too (the toy CLIP saw only whole-scene captions, and its
-    frozen embeddings of "a red ball" and "a red box" have cosine 0.96): the conditional embedding
-    is then computed here, with gradients, by the same ``get_text_features`` that inference calls.
+    frozen embeddings of "a red ball" and "a red box" have cosine 0.96). ``tune_vision``: fine-tune
+    the vision tower too (a linear probe on the toy CLIP's patch features reads an object's colour
+    at 0.95 but its kind at 0.41, chance 0.21; bench/results/clipseg-ablation-vision-tower-cpu.json).
+    Either way the forward runs through :func:`clipseg_logits`, which computes what transformers'
+    forward does, with gradients into the towers that are tuned.
     ``start``: a CLIPSeg to continue (``--resume``). ``dice_weight``: a soft Dice term added to the
     paper's binary cross-entropy (the toy objects cover 2–4 % of a scene, so BCE alone leaves the
     scores inside them low). ``absent_weight``: a hard-negative term, the BCE of each empty mask's
@@ -218,8 +221,7 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
 
     def loss_of(triple):
         pixels, ids, masks = triple
-        text = {"conditional_embeddings": trainable_text_embedding(trainer.module, ids)} if tune_text else {"input_ids": ids}
-        logits = trainer.module(pixel_values=pixels, **text).logits.float().view_as(masks)
+        logits = clipseg_logits(trainer.module, pixels, ids, tune_text, tune_vision).float().view_as(masks)
         loss = F.binary_cross_entropy_with_logits(logits, masks)
         if dice_weight:
             loss = loss + dice_weight * soft_dice_loss(logits, masks)
@@ -231,12 +233,18 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
     return trainer.ema, steps
 
 
-def trainable_text_embedding(model: CLIPSegForImageSegmentation, ids: torch.Tensor) -> torch.Tensor:
-    """CLIPSeg's conditional embedding of the phrases ``ids``, as its own forward computes it but
-    with gradients into the text tower."""
+def clipseg_logits(model: CLIPSegForImageSegmentation, pixels: torch.Tensor, ids: torch.Tensor,
+                   tune_text: bool = False, tune_vision: bool = False) -> torch.Tensor:
+    """CLIPSeg's logits for ``pixels`` and phrases ``ids``, computed as its own forward does (the
+    conditional embedding from ``get_text_features``, the decoder on the vision tower's hidden states
+    after ``extract_layers``), but with gradients into the text and/or the vision tower when told."""
     from regionedit.metrics import pooled
 
-    return pooled(model.clip.get_text_features(input_ids=ids))
+    with torch.set_grad_enabled(tune_text and torch.is_grad_enabled()):
+        conditional = pooled(model.clip.get_text_features(input_ids=ids))
+    with torch.set_grad_enabled(tune_vision and torch.is_grad_enabled()):
+        hidden = model.clip.get_image_features(pixel_values=pixels, output_hidden_states=True).hidden_states
+    return model.decoder([hidden[i + 1] for i in model.extract_layers], conditional).logits
 
 
 def empty_mask_peak_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
