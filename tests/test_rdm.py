@@ -206,3 +206,37 @@ def test_bench_quality_rdm_on_the_ground_truth_mask_edits_exactly_that_region():
     assert overall["mask_iou"] == 1.0 and overall["background_psnr"] == 100.0
     with pytest.raises(RegionEditError, match="'located'.*'gt'"):
         make_method("rdm", "scenes", {"model": "tiny/sd", "region": "box"})
+
+
+def test_bench_quality_counts_a_refused_edit_as_a_failure_and_goes_on():
+    from regionedit.bench.quality import make_method, markdown_table, run_quality
+
+    method = make_method("rdm", "scenes", {"model": "tiny/sd", "segmenter": "tiny/clipseg", "clip": "tiny/clip",
+                                           "num_inference_steps": 3, "threshold": 1, "clip_guidance_scale": 0})
+    editor = method.editor
+
+    def run(refuse: set[int]) -> dict:
+        calls = []
+
+        def locating(image, prompt, **kwargs):
+            calls.append(prompt)
+            if len(calls) in refuse:
+                raise RegionEditError("the positioning text matched nothing")
+            return editor(image, prompt, **kwargs)
+
+        method.editor = locating
+        result = run_quality("scenes", method, count=3)
+        assert len(calls) == 3  # a refusal does not stop the run
+        return result
+
+    all_three, second_refused, only_second = run(set()), run({2}), run({1, 3})
+    assert "refused" not in all_three["results"]["overall"]
+    row = second_refused["results"]["overall"]
+    assert row["refused"] == round(1 / 3, 4) and only_second["results"]["overall"]["refused"] == round(2 / 3, 4)
+    # the refused input is left out of the background figures (it would score a perfect background)
+    # and scores IoU 0: the three-item means are exactly the two kinds of rows put together
+    l1 = [r["results"]["overall"]["background_l1"] for r in (all_three, second_refused, only_second)]
+    assert abs(3 * l1[0] - (2 * l1[1] + l1[2])) < 5e-4
+    iou = [r["results"]["overall"]["mask_iou"] for r in (all_three, second_refused, only_second)]
+    assert abs(iou[1] - (3 * iou[0] - 3 * iou[2]) / 3) < 5e-4 and iou[0] > iou[1]
+    assert "refused (counted as failures)" in markdown_table(second_refused)

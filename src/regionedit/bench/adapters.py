@@ -53,8 +53,12 @@ class RDMMethod:
         outputs = []
         for item in items:
             where = {"locate": item.record["source_object"]} if self.region == "located" else {"mask": item.mask.reshape(1, 1, *item.mask.shape[-2:])}
-            result = self.editor(item.image.unsqueeze(0), item.record["target_object"], **where,
-                                 **_item_options(item, self.options))
+            try:
+                result = self.editor(item.image.unsqueeze(0), item.record["target_object"], **where,
+                                     **_item_options(item, self.options))
+            except RegionEditError as exc:  # e.g. the positioning text located nothing: a failed edit, not a failed run
+                outputs.append(MethodOutput.refusal(item, str(exc)))
+                continue
             outputs.append(MethodOutput(_unit(result.image), result.masks["edit"][0].to(torch.float32)))
         return outputs
 

@@ -104,13 +104,14 @@ def run_quality(world: str, method: EditMethod, count: int = 200, size: int = 64
     return {"benchmark": "quality", **scores, "machine": machine()}
 
 
-EXTRA_COLUMNS = {"structure_distance": "structure distance (×10³)", "action_accuracy": "action accuracy"}
+EXTRA_COLUMNS = {"structure_distance": "structure distance (×10³)", "action_accuracy": "action accuracy",
+                 "refused": "refused (counted as failures)"}
 
 
 def markdown_table(result: dict) -> str:
-    extra = [k for k in ("structure_distance", "action_accuracy") if any(row.get(k) is not None for row in result["results"].values())]
+    extra = [k for k in EXTRA_COLUMNS if any(row.get(k) is not None for row in result["results"].values())]
     lines = [
-        f"### {result['method']} on {result['world']} ({result['count']} benchmark edits, "
+        f"### {result['method']} on {result['world']} ({result['count']} {result.get('split', 'benchmark')} edits, "
         f"{result['seconds_per_edit']} s per edit)",
         "",
         "| action | n | edit success | background PSNR (dB) | background L1 | mask IoU |"

@@ -9,6 +9,9 @@
    masks with the ground truth (where it makes them), seconds per edit and, where the world has an
    embedded ViT, PIE-Bench's structure distance between input and output (×10³; the scenes world
    uses toy/scenes-clip's image tower where PIE-Bench uses DINO; the faces world has none).
+   An edit the method refuses (for example RDM when its positioning text locates nothing) counts as
+   a failure, with IoU 0; it is left out of the background and structure figures (an untouched
+   input would score a perfect background) and counted in ``refused``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ class MethodOutput:
     mask: torch.Tensor | None = None  # the method's edit mask, if it makes one
     extra_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # other masks to score (e.g. "coarse")
     action: str | None = None  # the action the method read from the instruction (change, add, remove), if it reads one
+    refused: str | None = None  # the method's one-line reason where it declined the edit (image: the input)
+
+    @classmethod
+    def refusal(cls, item: "BenchItem", reason: str) -> "MethodOutput":
+        """What a user is left with when the method declines: the input and an empty mask."""
+        return cls(item.image, torch.zeros(item.mask.shape[-2:]), refused=reason)
 
 
 class EditMethod(Protocol):
@@ -143,10 +152,13 @@ def run_benchmark(world: str, method: EditMethod, count: int = 200, size: int = 
     images = torch.stack([o.image.float().cpu().clamp(0, 1) for o in outputs])
     sources = torch.stack([item.image for item in items])
     masks = torch.stack([item.mask for item in items])
-    success = edit_success(world, items, images, probe)
-    bg_psnr = metrics.psnr(images, sources, masks, "outside")
-    bg_l1 = metrics.l1(images, sources, masks, "outside")
+    refused = torch.tensor([o.refused is not None for o in outputs])
+    success = edit_success(world, items, images, probe) & ~refused
+    bg_psnr = metrics.psnr(images, sources, masks, "outside").masked_fill(refused, float("nan"))
+    bg_l1 = metrics.l1(images, sources, masks, "outside").masked_fill(refused, float("nan"))
     structure = _structure_distances(world, images, sources)
+    if structure is not None:
+        structure = structure.masked_fill(refused, float("nan"))
     ious = {"mask_iou": _ious(items, [o.mask for o in outputs])}
     for name in sorted({k for o in outputs for k in o.extra_masks}):
         ious[f"{name}_mask_iou"] = _ious(items, [o.extra_masks.get(name) for o in outputs])
@@ -156,6 +168,8 @@ def run_benchmark(world: str, method: EditMethod, count: int = 200, size: int = 
     for action in sorted({item.action for item in items}) + ["overall"]:
         keep = torch.tensor([action == "overall" or item.action == action for item in items])
         rows[action] = _row(keep, success, bg_psnr, bg_l1, ious)
+        if refused.any():
+            rows[action]["refused"] = _mean(refused[keep].float())
         if structure is not None:
             rows[action]["structure_distance"] = _mean(structure[keep])
     return {
