@@ -202,7 +202,8 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
     ``tune_text``: fine-tune the text tower too (the toy CLIP saw only whole-scene captions, and its
     frozen embeddings of "a red ball" and "a red box" have cosine 0.96). ``tune_vision``: fine-tune
     the vision tower too (a linear probe on the toy CLIP's patch features reads an object's colour
-    at 0.95 but its kind at 0.41, chance 0.21; bench/results/clipseg-ablation-vision-tower-cpu.json).
+    at 0.95 but its kind at 0.41, chance 0.21; yet at equal steps tuning it gave no gain over the frozen
+    tower: bench/results/clipseg-ablation-vision-tower-cpu.json).
     Either way the forward runs through :func:`clipseg_logits`, which computes what transformers'
     forward does, with gradients into the towers that are tuned.
     ``start``: a CLIPSeg to continue (``--resume``). ``dice_weight``: a soft Dice term added to the
