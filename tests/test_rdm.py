@@ -8,7 +8,7 @@ import torch
 from regionedit.cli import main
 from regionedit.core.guidance import RegionGuidance, make_cutouts
 from regionedit.core.schedule import Schedule
-from regionedit.errors import RegionEditError
+from regionedit.errors import NothingLocated, RegionEditError
 from regionedit.images import pil_to_tensor, read_recipe, save_png, tensor_to_pil
 from regionedit.methods import rdm
 from regionedit.segment import load_clip, load_segmenter
@@ -221,7 +221,7 @@ def test_bench_quality_counts_a_refused_edit_as_a_failure_and_goes_on():
         def locating(image, prompt, **kwargs):
             calls.append(prompt)
             if len(calls) in refuse:
-                raise RegionEditError("the positioning text matched nothing")
+                raise NothingLocated("the positioning text matched nothing")
             return editor(image, prompt, **kwargs)
 
         method.editor = locating
@@ -240,3 +240,10 @@ def test_bench_quality_counts_a_refused_edit_as_a_failure_and_goes_on():
     iou = [r["results"]["overall"]["mask_iou"] for r in (all_three, second_refused, only_second)]
     assert abs(iou[1] - (3 * iou[0] - 3 * iou[2]) / 3) < 5e-4 and iou[0] > iou[1]
     assert "refused (counted as failures)" in markdown_table(second_refused)
+
+    def misconfigured(image, prompt, **kwargs):
+        raise RegionEditError("no CLIP model was given")
+
+    method.editor = misconfigured  # any other error is the run's, not one edit's
+    with pytest.raises(RegionEditError, match="no CLIP"):
+        run_quality("scenes", method, count=1)

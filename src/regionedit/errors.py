@@ -7,3 +7,7 @@ class RegionEditError(ValueError):
     The message is one line that names the culprit and, where possible, says what to do.
     The CLI prints it as ``regionedit: error: <message>`` and exits with code 2.
     """
+
+
+class NothingLocated(RegionEditError):
+    """A positioning text whose scores reach the threshold nowhere: the edit has no region."""

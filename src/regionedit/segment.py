@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from regionedit import defaults
-from regionedit.errors import RegionEditError
+from regionedit.errors import NothingLocated, RegionEditError
 from regionedit.masks import dilate
 from regionedit.metrics import clip_pixels
 
@@ -67,7 +67,7 @@ class TextSegmenter:
         scores = self.scores(image, text)
         mask = (scores >= threshold).float()
         if mask.sum() == 0:
-            raise RegionEditError(
+            raise NothingLocated(
                 f"positioning text {text!r} matched nothing (best score {scores.max().item():.0f}/255 < threshold "
                 f"{threshold:g}): lower the threshold or give a mask (CLI: --threshold, --mask / --box)"
             )

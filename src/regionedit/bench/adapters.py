@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from regionedit import defaults
-from regionedit.errors import RegionEditError
+from regionedit.errors import NothingLocated, RegionEditError
 from regionedit.images import pil_to_tensor
 from regionedit.toyworld.benchmark import BenchItem, MethodOutput
 
@@ -56,7 +56,7 @@ class RDMMethod:
             try:
                 result = self.editor(item.image.unsqueeze(0), item.record["target_object"], **where,
                                      **_item_options(item, self.options))
-            except RegionEditError as exc:  # e.g. the positioning text located nothing: a failed edit, not a failed run
+            except NothingLocated as exc:  # a failed edit, not a failed run (any other error still stops the run)
                 outputs.append(MethodOutput.refusal(item, str(exc)))
                 continue
             outputs.append(MethodOutput(_unit(result.image), result.masks["edit"][0].to(torch.float32)))
