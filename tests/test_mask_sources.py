@@ -180,6 +180,20 @@ def test_zone_with_every_source(name, sources, expected, scene, ip2p_model):
     assert any("instead of the attention maps" in note for note in out.recipe["notes"])
 
 
+def test_the_ddpm_editor_blends_by_a_tensor_mask_as_by_any_source(scene, sd_model, inversion):
+    from regionedit.editors import DDPMEditor
+
+    editor = DDPMEditor(sd_model)
+    editor.set_progress_bar_config(disable=True)
+    box = torch.zeros(1, 1, *scene.shape[-2:])
+    box[..., 8:40, 8:40] = 1
+    by_tensor = editor.edit(inversion, prompt="a red star", skip=1, p2p=True, blend_mask=box)
+    by_box = editor.edit(inversion, prompt="a red star", skip=1, p2p=True, blend_mask=BoxMask((8, 8, 40, 40)))
+    assert torch.equal(by_tensor.masks["blend"], by_box.masks["blend"]) and torch.equal(by_tensor.pixels, by_box.pixels)
+    with pytest.raises(RegionEditError, match="blend_mask: only with p2p=True"):
+        editor.edit(inversion, prompt="a red star", blend_mask=box)
+
+
 def test_tensors_still_pass_through_untouched(scene):
     soft = torch.full((1, 1, 32, 32), 0.25)
     assert resolve_source(soft, scene).mask is soft

@@ -126,6 +126,26 @@ def test_local_blending_keeps_everything_outside_the_mask(sd_model, photo):
     assert blended < unblended
 
 
+def test_local_blending_thresholds_a_word_map_by_its_range_not_its_peak():
+    # a word's map as the toy text-to-image model draws it: a floor of 40 % of the peak everywhere
+    # and one bright cell; the code's threshold 0.3 of the peak alone would select every cell
+    word_map = torch.full((8, 8), 0.4)
+    word_map[5, 1] = 1.0
+    running = p2p.RunningMaps()
+    running.add(torch.stack([word_map.flatten(), torch.zeros(64)], dim=-1).expand(2, 1, 64, 2))
+    control = p2p.P2PControl(p2p.token_map([1], [1], 2), None, range(0), range(0), 0, ["layer"])
+    control.running = {"layer": running}
+    mask = control.blend_mask(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), (8, 8), threshold=0.3)
+    expected = torch.zeros(8, 8)
+    expected[4:7, 0:3] = 1  # the bright cell, grown by the 3×3 max-pooling
+    assert torch.equal(mask[0, 0], expected)
+    flat = p2p.RunningMaps()
+    flat.add(torch.full((2, 1, 64, 2), 0.5))
+    control.running = {"layer": flat}
+    # a map without contrast localises nothing: the whole latent may change, as with the code's rule
+    assert control.blend_mask(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), (8, 8), threshold=0.3).min() == 1
+
+
 @pytest.fixture(scope="module")
 def pixel_text_model(sd_model):
     """A pixel-space text-conditional UNet (the toy world's kind): decoding is the identity."""

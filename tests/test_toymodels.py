@@ -145,13 +145,15 @@ def test_clipseg_resume_continues_from_the_saved_segmenter(trained, tmp_path):
     with torch.no_grad():
         saved.decoder.reduces[0].bias.fill_(7.0)  # a mark no fresh initialisation has
     saved.save_pretrained(weights / "scenes-clipseg")
-    assert main(["toyworld", "train", "scenes-clipseg", "--resume", "--smoke", "--weights", str(weights), "-q"]) == 0
+    assert main(["toyworld", "train", "scenes-clipseg", "--resume", "--smoke", "--phrases-per-scene", "2",
+                 "--weights", str(weights), "-q"]) == 0
     resumed = CLIPSegForImageSegmentation.from_pretrained(weights / "scenes-clipseg")
     # two AdamW steps at a warming-up rate of at most 3e-4 each move a weight by far less than 0.01
     assert torch.allclose(resumed.decoder.reduces[0].bias.float(), torch.full_like(resumed.decoder.reduces[0].bias.float(), 7.0),
                           atol=0.01)
     card = json.loads((weights / "scenes-clipseg" / "card.json").read_text())
-    assert len(card["history"]) == 2 and card["reproduce"].endswith("--resume")
+    assert len(card["history"]) == 2 and card["reproduce"].endswith("--dice-weight 1 --phrases-per-scene 2 --resume")
+    assert "2 phrases per scene" in card["settings"]["data"]
 
 
 def test_clipseg_keeps_the_clip_towers_frozen_unless_told_to_tune_one(trained, tmp_path):
@@ -186,8 +188,41 @@ def test_clipseg_keeps_the_clip_towers_frozen_unless_told_to_tune_one(trained, t
         expected = tuned(input_ids=ids, pixel_values=pixels).logits
         for text, vision in ((False, False), (True, False), (False, True), (True, True)):
             assert torch.equal(clipseg_logits(tuned, pixels, ids, text, vision), expected)
-    for flag in ("--tune-text", "--tune-vision"):
+        # K phrases per image: the vision tower runs once per image, the decoder once per phrase
+        per_phrase = tuned(input_ids=ids, pixel_values=pixels[:1].repeat(2, 1, 1, 1)).logits
+        assert torch.equal(clipseg_logits(tuned, pixels[:1], ids, False, True), per_phrase)
+    with pytest.raises(ValueError, match="evenly"):
+        clipseg_logits(tuned, pixels, ids[:1].repeat(3, 1))
+    for flag in ("--tune-text", "--tune-vision", "--phrases-per-scene=2"):
         assert main(["toyworld", "train", "faces-ddpm", flag, "--smoke", "--weights", str(tmp_path), "-q"]) == 2
+    for bad in ("0", "3"):  # at least 1, and a divisor of the batch (4 in a smoke run)
+        assert main(["toyworld", "train", "scenes-clipseg", "--phrases-per-scene", bad, "--smoke", "--weights", str(tmp_path),
+                     "-q"]) == 2
+
+
+def test_several_phrases_per_scene_share_its_render_and_keep_the_phrase_draws():
+    from regionedit.toyworld.streams import SegmentStream, object_phrases, phrase_masks
+
+    tokenizer = models.toy_tokenizer()
+    single, shared = SegmentStream(tokenizer, 24, seed=3), SegmentStream(tokenizer, 24, seed=3, phrases_per_scene=4)
+    pixels, ids, masks = shared.materialise(shared.make(5), "cpu")
+    assert pixels.shape == (6, 3, 64, 64) and ids.shape[0] == masks.shape[0] == 24
+    # the six scenes are the single-phrase stream's batch-of-six scenes; row s·4 + k names scene s
+    scenes = SegmentStream(tokenizer, 6, seed=3).materialise(SegmentStream(tokenizer, 6, seed=3).make(5), "cpu")[0]
+    assert torch.equal(pixels, scenes)
+    from regionedit.toyworld import scenes as scenes_world
+
+    params = scenes_world.sample_params(shared.seeds(5))
+    labels = scenes_world.render(params).labels.repeat_interleave(4, 0)
+    named = {key: values.repeat_interleave(4, 0) for key, values in params.items()}
+    phrases, slots = object_phrases(named, shared.generator(5), coloured_absent=True)
+    assert torch.equal(masks, phrase_masks(labels, torch.tensor(slots)))
+    assert len({tuple(ids[4 * s : 4 * s + 4].flatten().tolist()) for s in range(6)}) > 1
+    # one phrase per scene is the stream it always was (old runs still reproduce)
+    pixels1, ids1, masks1 = single.materialise(single.make(5), "cpu")
+    assert pixels1.shape[0] == 24 and torch.equal(ids1, SegmentStream(tokenizer, 24, seed=3, phrases_per_scene=1).make(5)["ids"])
+    with pytest.raises(Exception, match="multiple of phrases_per_scene"):
+        SegmentStream(tokenizer, 24, phrases_per_scene=5)
 
 
 def test_a_checkpoint_notes_its_steps_and_resume_reads_it_first(tmp_path):

@@ -100,7 +100,8 @@ class CaptionEdit:
     deterministic DDIM inversion). Change colour and change object only: their captions differ in
     the edited object alone. ``local_blend=True`` (P2P variants): P2P's LocalBlend by the edited
     object's kind words in the source and target captions ("ball"; "box", "ball"), as a user of the
-    P2P code names the words of the edit."""
+    P2P code names the words of the edit; ``local_blend="gt"``: blending from the ground-truth edit
+    mask instead (what a perfect mask source would give; named ``...-blend-gt``)."""
 
     actions = ("change_colour", "change_object")
 
@@ -114,9 +115,11 @@ class CaptionEdit:
             raise RegionEditError("caption editing is benchmarked on scenes (every caption edit has a ground truth)")
         if variant not in CAPTION_VARIANTS:
             raise RegionEditError(f"unknown caption-editing variant {variant!r} ({', '.join(CAPTION_VARIANTS)})")
+        if local_blend not in (False, True, "gt"):
+            raise RegionEditError(f"local_blend is true (by the kind words), 'gt' (the ground-truth mask) or false, not {local_blend!r}")
         if local_blend and not variant.endswith("-p2p"):
             raise RegionEditError("local_blend is a Prompt-to-Prompt option: use ddpm-p2p or ddim-p2p")
-        self.name = variant + ("-blend" if local_blend else "")
+        self.name = variant + {False: "", True: "-blend", "gt": "-blend-gt"}[local_blend]
         self.variant, self.local_blend = variant, local_blend
         self.editor = DDPMEditor.from_pretrained(model, device=device)
         self.editor.set_progress_bar_config(disable=True)
@@ -130,11 +133,22 @@ class CaptionEdit:
                                            num_inference_steps=self.steps, generator=self.seed,
                                            inversion_type=self.variant.split("-")[0],
                                            max_side=max(image.shape[-2:]), record_attention=self.variant == "ddpm-p2p")
-            blend = {"blend_words": _kind_words(item.record)} if self.local_blend else {}
+            blend = {}
+            if self.local_blend == "gt":
+                blend = {"blend_mask": item.mask.reshape(1, 1, *item.mask.shape[-2:]).float()}
+            elif self.local_blend:
+                blend = {"blend_words": _kind_words(item.record)}
             result = self.editor.edit(inversion, prompt=item.record["target_caption"], p2p=self.variant.endswith("-p2p"),
                                       **blend, **self.options)
-            outputs.append(MethodOutput(_unit(result.image)))
+            outputs.append(MethodOutput(_unit(result.image), _blend_region(result.masks.get("blend"), image.shape[-2:])))
         return outputs
+
+
+def _blend_region(alpha: torch.Tensor | None, size) -> torch.Tensor | None:
+    """LocalBlend's α (1×1×h×w, latent cells) as the pixels it lets change (H×W), to score as the edit's mask."""
+    if alpha is None:
+        return None
+    return torch.nn.functional.interpolate(alpha.float().cpu(), size=tuple(size), mode="nearest")[0, 0]
 
 
 def _kind_words(record: dict) -> list[str]:

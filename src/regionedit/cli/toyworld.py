@@ -41,6 +41,8 @@ def add_toyworld(commands) -> None:
                        help="scenes-clipseg: fine-tune the CLIP text tower too (the paper freezes both towers)")
     train.add_argument("--tune-vision", action="store_true",
                        help="scenes-clipseg: fine-tune the CLIP vision tower too (the paper freezes both towers)")
+    train.add_argument("--phrases-per-scene", type=int,
+                       help="scenes-clipseg: name each scene of a batch by K phrases (batch / K scenes; default 1)")
     train.add_argument("--learning-rate", type=float,
                        help="peak learning rate (default: the documented setting; lower it to anneal a resumed run)")
 
@@ -64,5 +66,6 @@ def cmd_train(args: argparse.Namespace) -> int:
           speed=Speed(args.pool, args.refresh_every, args.compile), edit_weight=args.edit_weight,
           evaluate=not args.no_evaluate, decoder_only=args.decoder_only,
           dice_weight=args.dice_weight, absent_weight=args.absent_weight,
-          learning_rate=args.learning_rate, tune_text=args.tune_text, tune_vision=args.tune_vision)
+          learning_rate=args.learning_rate, tune_text=args.tune_text, tune_vision=args.tune_vision,
+          phrases_per_scene=args.phrases_per_scene)
     return 0

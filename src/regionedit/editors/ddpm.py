@@ -116,7 +116,7 @@ class DDPMEditor(Editor):
         self.check_inversion(inversion)
         p2p_given = [name for name, value in (("cross_replace", cross_replace), ("self_replace", self_replace),
                                               ("reweight", reweight), ("blend_words", blend_words),
-                                              ("blend_mask", blend_mask)) if value]
+                                              ("blend_mask", blend_mask)) if _given(value)]
         if p2p_given and not p2p:
             raise RegionEditError(f"{', '.join(p2p_given)}: only with p2p=True")
         if not p2p:
@@ -149,6 +149,13 @@ class DDPMEditor(Editor):
         if inversion.model != self.model.name:
             raise RegionEditError(f"this inversion was made with model {inversion.model!r}, not {self.model.name!r}: "
                                   "invert the image with this editor's model")
+
+
+def _given(value) -> bool:
+    """Whether an option was set: not None and not an empty collection (a mask tensor counts as set)."""
+    if value is None:
+        return False
+    return isinstance(value, torch.Tensor) or not hasattr(value, "__len__") or len(value) > 0
 
 
 def _default(value, default):

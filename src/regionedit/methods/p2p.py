@@ -21,8 +21,8 @@ the steps (DDIM variant: skip 0, 80 % / 40 %).
       next step (the source branch of the edit-friendly space *is* the input's path);
    e. **local blending** by words W: α = the maps of W (source words in the source row, target
       words in the target row), summed over the steps so far and averaged over the layers at
-      1/32 of the image size, 3×3 max-pooled, resized to the sample, divided by their maximum,
-      > 0.3, union of both rows; x^tgt ← x^src + α (x^tgt − x^src).
+      1/32 of the image size, 3×3 max-pooled, resized to the sample, rescaled to [0, 1] by their
+      minimum and maximum, > 0.3, union of both rows; x^tgt ← x^src + α (x^tgt − x^src).
 3. Decode x^tgt (the edit) and x^src (the input).
 
 Where we differ from the released code (P2P's, as used by the edit-friendly code):
@@ -46,6 +46,10 @@ Where we differ from the released code (P2P's, as used by the edit-friendly code
   size (SD: the 16² ones, as the code) but at least 8² (``BLEND_MIN_CELLS``: at the toy scenes'
   64², 1/32 would be 2², and the UNet's coarsest 4² maps, 3×3-pooled, covered whole images), or,
   where a UNet has none, its coarsest cross-attention;
+- the blend maps are rescaled by their range, (m − min) / (max − min), where the code divides by
+  the maximum alone: the same where a word's attention falls to ~0 away from its object (SD), but
+  the toy text-to-image model's word maps never fall below ~40 % of their peak, so the code's
+  threshold 0.3 selected every cell of every validation edit (and LocalBlend did nothing);
 - the attention of the unconditional rows is never edited (as in the code);
 - when the inversion recorded its source attention (``invert(..., record_attention=True)``, what
   :class:`~regionedit.editors.DDPMEditor` does for a P2P edit), the source text row is not computed
@@ -246,8 +250,9 @@ class P2PControl(AttentionControl):
         word_maps = (maps * words.to(maps)[:, :, None, None]).sum(1, keepdim=True)
         pooled = F.max_pool2d(word_maps, 3, stride=1, padding=1)
         resized = F.interpolate(pooled, size=latent_size, mode="nearest")
-        peak = resized.amax(dim=(2, 3), keepdim=True)
-        mask = (resized > threshold * peak) & (peak > 0)
+        floor, peak = resized.amin(dim=(2, 3), keepdim=True), resized.amax(dim=(2, 3), keepdim=True)
+        # a map without contrast localises nothing: like the code's peak threshold, it selects every cell (if any attention)
+        mask = torch.where(peak > floor, resized - floor > threshold * (peak - floor), peak > 0)
         return (mask[:1] | mask[1:]).float()
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from regionedit.errors import RegionEditError
 from regionedit.images import to_model_range
 from regionedit.metrics import clip_pixels
 from regionedit.toyworld import faces as faces_world
@@ -190,18 +191,27 @@ def phrase_masks(labels: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
 
 
 class SegmentStream(Stream):
-    """(scene, object phrase) → the object's visible mask; absent kinds as negatives."""
+    """(scene, object phrase) → the object's visible mask; absent kinds as negatives.
 
-    def __init__(self, tokenizer, batch: int, seed: int = 0):
-        super().__init__(batch, seed)
-        self.tokenizer = tokenizer
+    ``batch`` (scene, phrase) examples per step. ``phrases_per_scene`` K: they come from batch / K
+    scenes, each named by K phrases drawn independently (so each phrase is drawn as with K = 1),
+    phrase k of scene s at row s·K + k; a batch is (pixels of the batch / K scenes, batch phrase ids,
+    batch masks). The vision tower then runs once per scene (see ``clipseg_logits``)."""
+
+    def __init__(self, tokenizer, batch: int, seed: int = 0, phrases_per_scene: int = 1):
+        if phrases_per_scene < 1 or batch % phrases_per_scene:
+            raise RegionEditError(f"the batch ({batch}) must be a multiple of phrases_per_scene ({phrases_per_scene})")
+        super().__init__(batch // phrases_per_scene, seed)
+        self.tokenizer, self.phrases_per_scene = tokenizer, phrases_per_scene
 
     def make(self, b):
         params = scenes_world.sample_params(self.seeds(b))
-        phrases, slots = object_phrases(params, self.generator(b), coloured_absent=True)
+        named = {key: values.repeat_interleave(self.phrases_per_scene, 0) for key, values in params.items()}
+        phrases, slots = object_phrases(named, self.generator(b), coloured_absent=True)
         return {"params": params, "ids": token_ids(self.tokenizer, phrases), "slots": torch.tensor(slots)}
 
     def materialise(self, item, device):
         images, labels = render_scene_images(item["params"], device)
+        labels = labels.repeat_interleave(self.phrases_per_scene, 0)
         return clip_pixels(images, 64), item["ids"].to(device), phrase_masks(labels, item["slots"])
 

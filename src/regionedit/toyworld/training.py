@@ -196,7 +196,8 @@ def train_clip(budget: Budget, batch: int = 256, learning_rate: float = 5e-4, de
 def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, learning_rate: float = 3e-4,
                   device="cpu", workers: int = 0, log=None, checkpoint=None, seed: int = 0,
                   start: CLIPSegForImageSegmentation | None = None, dice_weight: float = 0.0,
-                  absent_weight: float = 0.0, tune_text: bool = False, tune_vision: bool = False):
+                  absent_weight: float = 0.0, tune_text: bool = False, tune_vision: bool = False,
+                  phrases_per_scene: int = 1):
     """CLIPSeg on the toy CLIP's towers, trained on (scene, object phrase) → visible mask; both towers
     frozen, as in the CLIPSeg paper (transformers' CLIPSeg runs them under ``no_grad``).
     ``tune_text``: fine-tune the text tower too (the toy CLIP saw only whole-scene captions, and its
@@ -210,14 +211,16 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
     paper's binary cross-entropy (the toy objects cover 2–4 % of a scene, so BCE alone leaves the
     scores inside them low). ``absent_weight``: a hard-negative term, the BCE of each empty mask's
     highest logit against 0 (a mask must stay empty to the last pixel for a phrase naming an absent
-    object, while the per-pixel BCE forgives a few bright pixels)."""
+    object, while the per-pixel BCE forgives a few bright pixels). ``phrases_per_scene`` K: the
+    ``batch`` examples of a step name batch / K scenes K times each, so the vision tower (the step's
+    main cost) runs on batch / K images (:class:`SegmentStream`)."""
     torch.manual_seed(seed)
     model = start
     if model is None:
         model = CLIPSegForImageSegmentation(clipseg_config(clip.config))
         missing = model.clip.load_state_dict(clip.state_dict(), strict=False)
         assert not [k for k in missing.missing_keys if not k.endswith("position_ids")], missing
-    data = batches(SegmentStream(tokenizer, batch, seed), device, workers)
+    data = batches(SegmentStream(tokenizer, batch, seed, phrases_per_scene), device, workers)
     trainer = Trainer(model, device, learning_rate, weight_decay=0.01)
 
     def loss_of(triple):
@@ -238,14 +241,20 @@ def clipseg_logits(model: CLIPSegForImageSegmentation, pixels: torch.Tensor, ids
                    tune_text: bool = False, tune_vision: bool = False) -> torch.Tensor:
     """CLIPSeg's logits for ``pixels`` and phrases ``ids``, computed as its own forward does (the
     conditional embedding from ``get_text_features``, the decoder on the vision tower's hidden states
-    after ``extract_layers``), but with gradients into the text and/or the vision tower when told."""
+    after ``extract_layers``), but with gradients into the text and/or the vision tower when told.
+    With K times more phrases than images, phrases K·i … K·i + K − 1 are read on image i (the
+    vision tower runs once per image)."""
     from regionedit.metrics import pooled
 
     with torch.set_grad_enabled(tune_text and torch.is_grad_enabled()):
         conditional = pooled(model.clip.get_text_features(input_ids=ids))
     with torch.set_grad_enabled(tune_vision and torch.is_grad_enabled()):
         hidden = model.clip.get_image_features(pixel_values=pixels, output_hidden_states=True).hidden_states
-    return model.decoder([hidden[i + 1] for i in model.extract_layers], conditional).logits
+    per_image = len(ids) // len(pixels)
+    if per_image * len(pixels) != len(ids):
+        raise ValueError(f"{len(ids)} phrases cannot be shared out evenly over {len(pixels)} images")
+    activations = [hidden[i + 1].repeat_interleave(per_image, 0) for i in model.extract_layers]
+    return model.decoder(activations, conditional).logits
 
 
 def empty_mask_peak_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
