@@ -456,3 +456,29 @@ def test_decoder_only_tuning_keeps_the_latents(tmp_path):
     assert any(not torch.equal(old[k], new[k]) for k in old)
     card = json.loads((weights / "scenes-vae" / "card.json").read_text())
     assert card["reproduce"].endswith(" && regionedit toyworld train scenes-vae --steps 2 --batch 4 --decoder-only --resume")
+
+
+def test_clipseg_evaluation_scores_each_phrase_style_apart():
+    from regionedit.toyworld import scenes as scenes_world
+    from regionedit.toyworld.evaluation import eval_clipseg
+    from regionedit.toyworld.splits import split_seeds
+    from regionedit.toyworld.streams import object_phrases, phrase_masks
+
+    count = 40
+    scenes = scenes_world.generate_scenes(split_seeds("validation", count))
+    phrases, slots = object_phrases(scenes.params, torch.Generator().manual_seed(0))
+    truth = phrase_masks(scenes.labels, torch.tensor(slots))
+
+    class KnowsColouredPhrasesOnly:  # the exact mask for "a red ball", nothing for "the ball"
+        calls = 0
+
+        def scores(self, image, phrase):
+            i, self.calls = self.calls, self.calls + 1
+            assert phrase == phrases[i] and torch.equal(image, scenes.images[i : i + 1])
+            return truth[i][None, None] * (255.0 if len(phrase.split()) == 3 else 0.0)
+
+    figures = eval_clipseg(KnowsColouredPhrasesOnly(), count, split="validation")
+    assert figures["mean_iou_by_style"] == {"bare": 0.0, "coloured": 1.0}
+    present = [p for p, s in zip(phrases, slots, strict=True) if s >= 0]
+    assert figures["mean_iou"] == round(sum(len(p.split()) == 3 for p in present) / len(present), 4)
+    assert figures["absent_empty_share"] == 1.0 and figures["count"] == len(present)

@@ -158,20 +158,24 @@ def eval_clip(scorer, count: int = 100) -> dict:
 def eval_clipseg(segmenter, count: int = 200, threshold: float = 150, split: str = "benchmark") -> dict:
     """Over ``count`` scenes of ``split``, each with one object phrase: the mean IoU of the located
     mask (scores ≥ K) with the named object's visible mask where the object is present, and the share
-    of empty masks where the phrase names an absent kind."""
+    of empty masks where the phrase names an absent kind; the IoU also by the phrase's style (a bare
+    kind, "the ball", or a coloured one, "a red ball" / "the red ball")."""
     from regionedit.toyworld.streams import object_phrases, phrase_masks
 
     scenes = scenes_world.generate_scenes(split_seeds(split, count))
     phrases, slots = object_phrases(scenes.params, torch.Generator().manual_seed(0))
     masks = phrase_masks(scenes.labels, torch.tensor(slots))
-    ious, empty = [], []
+    ious, empty, bare = [], [], []
     for i, (phrase, mask) in enumerate(zip(phrases, masks, strict=True)):
         located = (segmenter.scores(scenes.images[i : i + 1], phrase) >= threshold).float().cpu()
         if slots[i] < 0:
             empty.append(float(located.sum() == 0))
         else:
             ious.append(float(metrics.mask_iou(located.view(1, -1), mask.view(1, -1))[0]))
-    return {"mean_iou": round(float(np.mean(ious)), 4), "count": len(ious),
+            bare.append(len(phrase.split()) == 2)
+    by_style = {style: round(float(np.mean([v for v, b in zip(ious, bare, strict=True) if b == is_bare])), 4)
+                for style, is_bare in (("bare", True), ("coloured", False)) if is_bare in bare}
+    return {"mean_iou": round(float(np.mean(ious)), 4), "count": len(ious), "mean_iou_by_style": by_style,
             "absent_empty_share": round(float(np.mean(empty)), 4) if empty else None, "absent_count": len(empty),
             "threshold": threshold, "split": split}
 
