@@ -208,6 +208,30 @@ def test_bench_quality_rdm_on_the_ground_truth_mask_edits_exactly_that_region():
         make_method("rdm", "scenes", {"model": "tiny/sd", "region": "box"})
 
 
+def test_bench_quality_rdm_takes_the_target_object_or_the_whole_target_caption():
+    from regionedit.bench.quality import benchmark_items, make_method
+
+    items = benchmark_items("scenes", 2, actions=("change_colour",))
+    for target, field in (("object", "target_object"), ("caption", "target_caption")):
+        method = make_method("rdm", "scenes", {"model": "tiny/sd", "clip": "tiny/clip", "region": "gt", "target": target,
+                                               "num_inference_steps": 1, "clip_guidance_scale": 0})
+        prompts = []
+        method.editor = lambda image, prompt, **kwargs: prompts.append(prompt) or method_output(image)
+        method.edit(items)
+        assert prompts == [item.record[field] for item in items]
+    with pytest.raises(RegionEditError, match="'object'.*'caption'"):
+        make_method("rdm", "scenes", {"model": "tiny/sd", "region": "gt", "target": "instruction"})
+
+
+def method_output(image):
+    """An editor's result as the RDM adapter reads it: the input unchanged, an empty edit mask."""
+    from types import SimpleNamespace
+
+    from regionedit.images import tensor_to_pil
+
+    return SimpleNamespace(image=tensor_to_pil(image[0] * 2 - 1), masks={"edit": torch.zeros(1, 1, *image.shape[-2:])})
+
+
 def test_bench_quality_counts_a_refused_edit_as_a_failure_and_goes_on():
     from regionedit.bench.quality import make_method, markdown_table, run_quality
 

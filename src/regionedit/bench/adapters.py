@@ -27,12 +27,15 @@ def _unit(image) -> torch.Tensor:
 class RDMMethod:
     """RDM on scenes: locate the instruction's source object, replace it by the target text.
     ``region="gt"``: edit the ground-truth edit mask instead of the located one (RDM's editing
-    measured apart from its segmenter; named ``rdm-gtmask``)."""
+    measured apart from its segmenter; named ``rdm-gtmask``). ``target``: the target text, the
+    target object's phrase ("object": "a white star", as the paper's users write it) or the whole
+    target caption ("caption": the toy text-to-image model was trained on scene captions only)."""
 
     actions = ("change_colour", "change_object")
 
     def __init__(self, world: str, model: str = "toy/scenes-t2i", segmenter: str = "toy/scenes-clipseg",
-                 clip: str = "toy/scenes-clip", device: str | None = None, region: str = "located", **options):
+                 clip: str = "toy/scenes-clip", device: str | None = None, region: str = "located",
+                 target: str = "object", **options):
         from regionedit.editors import RDMEditor
         from regionedit.methods.rdm import DEFAULT_CLIP_SCALE
 
@@ -40,7 +43,10 @@ class RDMMethod:
             raise RegionEditError("RDM is benchmarked on scenes (it needs a positioning text and a target text)")
         if region not in ("located", "gt"):
             raise RegionEditError(f"RDM's region is 'located' (by the segmenter) or 'gt' (the ground-truth mask), not {region!r}")
+        if target not in ("object", "caption"):
+            raise RegionEditError(f"RDM's target text is the target 'object' phrase or the target 'caption', not {target!r}")
         self.name, self.region = ("rdm" if region == "located" else "rdm-gtmask"), region
+        self.target_field = f"target_{target}"
         self.editor = RDMEditor.from_pretrained(model, device=device, segmenter=segmenter if region == "located" else None,
                                                 clip=clip)
         self.editor.set_progress_bar_config(disable=True)
@@ -54,7 +60,7 @@ class RDMMethod:
         for item in items:
             where = {"locate": item.record["source_object"]} if self.region == "located" else {"mask": item.mask.reshape(1, 1, *item.mask.shape[-2:])}
             try:
-                result = self.editor(item.image.unsqueeze(0), item.record["target_object"], **where,
+                result = self.editor(item.image.unsqueeze(0), item.record[self.target_field], **where,
                                      **_item_options(item, self.options))
             except NothingLocated as exc:  # a failed edit, not a failed run (any other error still stops the run)
                 outputs.append(MethodOutput.refusal(item, str(exc)))
