@@ -205,8 +205,8 @@ def test_several_phrases_per_scene_share_its_render_and_keep_the_phrase_draws():
 
     tokenizer = models.toy_tokenizer()
     single, shared = SegmentStream(tokenizer, 24, seed=3), SegmentStream(tokenizer, 24, seed=3, phrases_per_scene=4)
-    pixels, ids, masks = shared.materialise(shared.make(5), "cpu")
-    assert pixels.shape == (6, 3, 64, 64) and ids.shape[0] == masks.shape[0] == 24
+    pixels, ids, masks, kinds = shared.materialise(shared.make(5), "cpu")
+    assert pixels.shape == (6, 3, 64, 64) and ids.shape[0] == masks.shape[0] == 24 and kinds.shape == (6, 64, 64)
     # the six scenes are the single-phrase stream's batch-of-six scenes; row s·4 + k names scene s
     scenes = SegmentStream(tokenizer, 6, seed=3).materialise(SegmentStream(tokenizer, 6, seed=3).make(5), "cpu")[0]
     assert torch.equal(pixels, scenes)
@@ -219,7 +219,7 @@ def test_several_phrases_per_scene_share_its_render_and_keep_the_phrase_draws():
     assert torch.equal(masks, phrase_masks(labels, torch.tensor(slots)))
     assert len({tuple(ids[4 * s : 4 * s + 4].flatten().tolist()) for s in range(6)}) > 1
     # one phrase per scene is the stream it always was (old runs still reproduce)
-    pixels1, ids1, masks1 = single.materialise(single.make(5), "cpu")
+    pixels1, ids1, _, _ = single.materialise(single.make(5), "cpu")
     assert pixels1.shape[0] == 24 and torch.equal(ids1, SegmentStream(tokenizer, 24, seed=3, phrases_per_scene=1).make(5)["ids"])
     with pytest.raises(Exception, match="multiple of phrases_per_scene"):
         SegmentStream(tokenizer, 24, phrases_per_scene=5)
@@ -482,3 +482,57 @@ def test_clipseg_evaluation_scores_each_phrase_style_apart():
     present = [p for p, s in zip(phrases, slots, strict=True) if s >= 0]
     assert figures["mean_iou"] == round(sum(len(p.split()) == 3 for p in present) / len(present), 4)
     assert figures["absent_empty_share"] == 1.0 and figures["count"] == len(present)
+
+
+def test_kind_maps_give_each_visible_object_pixel_its_kind():
+    from regionedit.toyworld import scenes as scenes_world
+    from regionedit.toyworld.splits import split_seeds
+    from regionedit.toyworld.streams import kind_maps
+
+    scenes = scenes_world.generate_scenes(split_seeds("validation", 12))
+    kinds = kind_maps(scenes.labels, scenes.params["kind"])
+    assert torch.equal(kinds > 0, scenes.labels >= 2)  # objects only; sky and ground are 0
+    for i in range(12):
+        for obj in scenes_world.scene_objects(scenes.params, i):
+            visible = scenes.labels[i] == 2 + obj["slot"]
+            assert (kinds[i][visible] == 1 + scenes_world.KINDS.index(obj["kind"])).all()
+
+
+def test_the_kind_head_scores_each_patch_by_the_kinds_it_shows():
+    from transformers import CLIPSegForImageSegmentation
+
+    from regionedit.toyworld.training import KindHead
+
+    clip = models.clip_config(models.toy_tokenizer())
+    head = KindHead(CLIPSegForImageSegmentation(models.clipseg_config(clip)))
+    kinds = torch.zeros(1, 64, 64, dtype=torch.long)
+    kinds[0, :4, :2] = 3  # the first 4-px patch: half kind 3 (index 2), half no object
+    hidden = torch.zeros(1, 1 + 256, clip.vision_config.hidden_size)
+    with torch.no_grad():
+        head.head.weight.zero_()
+        head.head.bias.zero_()
+    uniform = head.loss(hidden, kinds)
+    assert torch.isclose(uniform, torch.log(torch.tensor(7.0)))  # no knowledge: log(classes) per patch
+    with torch.no_grad():
+        head.head.bias[0] = 20.0  # "no object" everywhere: right for 255 patches, half right for the first
+    loss = head.loss(hidden, kinds)
+    assert torch.isclose(loss, torch.tensor(0.5 * 20.0 / 256), rtol=1e-3)
+    with pytest.raises(ValueError, match="patch tokens"):
+        head.loss(hidden[:, :100], kinds)
+
+
+def test_clipseg_trains_with_the_kind_loss_only_beside_a_tuned_vision_tower(trained, tmp_path):
+    import shutil
+
+    from transformers import CLIPSegForImageSegmentation
+
+    shutil.copytree(trained / "scenes-clip", tmp_path / "scenes-clip")
+    args = ["toyworld", "train", "scenes-clipseg", "--smoke", "--weights", str(tmp_path), "-q"]
+    assert main([*args, "--kind-weight", "1"]) == 2  # the vision tower must be tuned
+    assert main([*args, "--kind-weight", "1", "--tune-vision"]) == 0
+    card = json.loads((tmp_path / "scenes-clipseg" / "card.json").read_text())
+    assert card["reproduce"].endswith("--dice-weight 1 --kind-weight 1 --tune-vision")
+    assert "per-patch kind loss" in card["settings"]["data"]
+    # the head is not part of the saved segmenter: the folder loads as a plain CLIPSeg, no key left over
+    _, info = CLIPSegForImageSegmentation.from_pretrained(tmp_path / "scenes-clipseg", output_loading_info=True)
+    assert not info["unexpected_keys"] and not [k for k in info["missing_keys"] if "position_ids" not in k]

@@ -41,6 +41,8 @@ def add_toyworld(commands) -> None:
                        help="scenes-clipseg: fine-tune the CLIP text tower too (the paper freezes both towers)")
     train.add_argument("--tune-vision", action="store_true",
                        help="scenes-clipseg: fine-tune the CLIP vision tower too (the paper freezes both towers)")
+    train.add_argument("--kind-weight", type=float,
+                       help="scenes-clipseg with --tune-vision: weight of an auxiliary per-patch object-kind loss on the vision tower")
     train.add_argument("--phrases-per-scene", type=int,
                        help="scenes-clipseg: name each scene of a batch by K phrases (batch / K scenes; default 1)")
     train.add_argument("--learning-rate", type=float,
@@ -67,5 +69,5 @@ def cmd_train(args: argparse.Namespace) -> int:
           evaluate=not args.no_evaluate, decoder_only=args.decoder_only,
           dice_weight=args.dice_weight, absent_weight=args.absent_weight,
           learning_rate=args.learning_rate, tune_text=args.tune_text, tune_vision=args.tune_vision,
-          phrases_per_scene=args.phrases_per_scene)
+          phrases_per_scene=args.phrases_per_scene, kind_weight=args.kind_weight)
     return 0

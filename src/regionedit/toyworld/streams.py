@@ -195,8 +195,9 @@ class SegmentStream(Stream):
 
     ``batch`` (scene, phrase) examples per step. ``phrases_per_scene`` K: they come from batch / K
     scenes, each named by K phrases drawn independently (so each phrase is drawn as with K = 1),
-    phrase k of scene s at row s·K + k; a batch is (pixels of the batch / K scenes, batch phrase ids,
-    batch masks). The vision tower then runs once per scene (see ``clipseg_logits``)."""
+    phrase k of scene s at row s·K + k. A batch is (pixels of the batch / K scenes, batch phrase ids,
+    batch masks, the scenes' kind maps: per pixel 0 where no object shows, else 1 + its kind's index
+    in ``KINDS``). The vision tower then runs once per scene (see ``clipseg_logits``)."""
 
     def __init__(self, tokenizer, batch: int, seed: int = 0, phrases_per_scene: int = 1):
         if phrases_per_scene < 1 or batch % phrases_per_scene:
@@ -212,6 +213,15 @@ class SegmentStream(Stream):
 
     def materialise(self, item, device):
         images, labels = render_scene_images(item["params"], device)
+        kinds = kind_maps(labels, item["params"]["kind"].to(labels.device))
         labels = labels.repeat_interleave(self.phrases_per_scene, 0)
-        return clip_pixels(images, 64), item["ids"].to(device), phrase_masks(labels, item["slots"])
+        return clip_pixels(images, 64), item["ids"].to(device), phrase_masks(labels, item["slots"]), kinds
+
+
+def kind_maps(labels: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+    """B×H×W labels (0 sky, 1 ground, 2 + slot) and B×SLOTS kind indices → B×H×W: 0 where no object
+    shows, else 1 + the visible object's kind."""
+    objects = labels >= 2
+    slot = (labels - 2).clamp_min(0)
+    return torch.where(objects, 1 + kinds.gather(1, slot.flatten(1)).view_as(labels), torch.zeros_like(labels))
 

@@ -197,7 +197,7 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
                   device="cpu", workers: int = 0, log=None, checkpoint=None, seed: int = 0,
                   start: CLIPSegForImageSegmentation | None = None, dice_weight: float = 0.0,
                   absent_weight: float = 0.0, tune_text: bool = False, tune_vision: bool = False,
-                  phrases_per_scene: int = 1):
+                  phrases_per_scene: int = 1, kind_weight: float = 0.0):
     """CLIPSeg on the toy CLIP's towers, trained on (scene, object phrase) → visible mask; both towers
     frozen, as in the CLIPSeg paper (transformers' CLIPSeg runs them under ``no_grad``).
     ``tune_text``: fine-tune the text tower too (the toy CLIP saw only whole-scene captions, and its
@@ -213,43 +213,82 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
     highest logit against 0 (a mask must stay empty to the last pixel for a phrase naming an absent
     object, while the per-pixel BCE forgives a few bright pixels). ``phrases_per_scene`` K: the
     ``batch`` examples of a step name batch / K scenes K times each, so the vision tower (the step's
-    main cost) runs on batch / K images (:class:`SegmentStream`)."""
+    main cost) runs on batch / K images (:class:`SegmentStream`). ``kind_weight`` (with
+    ``tune_vision``): a dense auxiliary task for the vision tower, the cross-entropy of a linear head
+    that reads from each patch token of its last layer the share of each object kind (or none) in
+    that patch (:class:`KindHead`; a web-scale CLIP knows its objects' kinds, the toy one barely does).
+    The head is trained beside CLIPSeg and not saved (a resumed run starts a new one)."""
     torch.manual_seed(seed)
     model = start
     if model is None:
         model = CLIPSegForImageSegmentation(clipseg_config(clip.config))
         missing = model.clip.load_state_dict(clip.state_dict(), strict=False)
         assert not [k for k in missing.missing_keys if not k.endswith("position_ids")], missing
+    if kind_weight and not tune_vision:
+        raise ValueError("kind_weight trains the vision tower: use it with tune_vision")
     data = batches(SegmentStream(tokenizer, batch, seed, phrases_per_scene), device, workers)
-    trainer = Trainer(model, device, learning_rate, weight_decay=0.01)
+    trainer = Trainer(KindHead(model) if kind_weight else model, device, learning_rate, weight_decay=0.01)
+    segmenter = (lambda module: module.segmenter) if kind_weight else (lambda module: module)
 
-    def loss_of(triple):
-        pixels, ids, masks = triple
-        logits = clipseg_logits(trainer.module, pixels, ids, tune_text, tune_vision).float().view_as(masks)
+    def loss_of(quadruple):
+        pixels, ids, masks, kinds = quadruple
+        hidden = clipseg_vision(segmenter(trainer.module), pixels, tune_vision)
+        logits = clipseg_logits(segmenter(trainer.module), pixels, ids, tune_text, hidden=hidden).float().view_as(masks)
         loss = F.binary_cross_entropy_with_logits(logits, masks)
         if dice_weight:
             loss = loss + dice_weight * soft_dice_loss(logits, masks)
         if absent_weight:
             loss = loss + absent_weight * empty_mask_peak_loss(logits, masks)
+        if kind_weight:
+            loss = loss + kind_weight * trainer.module.loss(hidden[-1], kinds)
         return loss
 
-    steps = trainer.run(data, loss_of, budget, log, checkpoint)
-    return trainer.ema, steps
+    save = checkpoint and (lambda ema, steps: checkpoint(segmenter(ema), steps))
+    steps = trainer.run(data, loss_of, budget, log, save)
+    return segmenter(trainer.ema), steps
+
+
+class KindHead(torch.nn.Module):
+    """CLIPSeg with a linear head on its vision tower's patch tokens that predicts, per patch, the
+    share of each object kind and of "no object" (``KINDS`` + 1 classes): a soft cross-entropy."""
+
+    def __init__(self, segmenter: CLIPSegForImageSegmentation):
+        from regionedit.toyworld.scenes import KINDS
+
+        super().__init__()
+        self.segmenter = segmenter
+        self.patch = segmenter.config.vision_config.patch_size
+        self.head = torch.nn.Linear(segmenter.config.vision_config.hidden_size, len(KINDS) + 1)
+
+    def loss(self, last_hidden: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+        """``last_hidden``: B×(1 + N)×D (class token first), ``kinds``: B×H×W kind maps (0 = no object)."""
+        logits = self.head(last_hidden[:, 1:])
+        shares = F.avg_pool2d(F.one_hot(kinds.long(), logits.shape[-1]).permute(0, 3, 1, 2).float(), self.patch)
+        target = shares.flatten(2).transpose(1, 2)
+        if target.shape != logits.shape:
+            raise ValueError(f"{logits.shape[1]} patch tokens but a {tuple(shares.shape[-2:])} grid of patches")
+        return -(target * logits.float().log_softmax(-1)).sum(-1).mean()
+
+
+def clipseg_vision(model: CLIPSegForImageSegmentation, pixels: torch.Tensor, tune_vision: bool = False) -> tuple:
+    """The vision tower's hidden states (embeddings, then every layer), with gradients when tuned."""
+    with torch.set_grad_enabled(tune_vision and torch.is_grad_enabled()):
+        return model.clip.get_image_features(pixel_values=pixels, output_hidden_states=True).hidden_states
 
 
 def clipseg_logits(model: CLIPSegForImageSegmentation, pixels: torch.Tensor, ids: torch.Tensor,
-                   tune_text: bool = False, tune_vision: bool = False) -> torch.Tensor:
+                   tune_text: bool = False, tune_vision: bool = False, hidden: tuple | None = None) -> torch.Tensor:
     """CLIPSeg's logits for ``pixels`` and phrases ``ids``, computed as its own forward does (the
     conditional embedding from ``get_text_features``, the decoder on the vision tower's hidden states
     after ``extract_layers``), but with gradients into the text and/or the vision tower when told.
     With K times more phrases than images, phrases K·i … K·i + K − 1 are read on image i (the
-    vision tower runs once per image)."""
+    vision tower runs once per image). ``hidden``: the vision tower's states if already computed
+    (:func:`clipseg_vision`)."""
     from regionedit.metrics import pooled
 
     with torch.set_grad_enabled(tune_text and torch.is_grad_enabled()):
         conditional = pooled(model.clip.get_text_features(input_ids=ids))
-    with torch.set_grad_enabled(tune_vision and torch.is_grad_enabled()):
-        hidden = model.clip.get_image_features(pixel_values=pixels, output_hidden_states=True).hidden_states
+    hidden = hidden if hidden is not None else clipseg_vision(model, pixels, tune_vision)
     per_image = len(ids) // len(pixels)
     if per_image * len(pixels) != len(ids):
         raise ValueError(f"{len(ids)} phrases cannot be shared out evenly over {len(pixels)} images")
