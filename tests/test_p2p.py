@@ -109,7 +109,7 @@ def test_identical_prompts_with_full_replacement_give_the_source(sd_model, inver
 
 def test_local_blending_keeps_everything_outside_the_mask(sd_model, photo):
     inv = invert(sd_model, photo, prompt=SOURCE, num_inference_steps=STEPS, seed=0, progress=False)
-    # the random model's 8² maps are nearly flat: a high threshold gives a partial mask (~40 %)
+    # the random model's 8² maps are nearly flat: a high threshold gives a partial mask (~20 % of the cells)
     out = run(sd_model, inv, blend_words=["ball"], blend_threshold=0.98)
     mask = out.blend_mask
     assert mask.shape == (1, 1, 8, 8) and 0 < mask.mean() < 1
