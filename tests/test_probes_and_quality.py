@@ -115,6 +115,48 @@ def test_caption_editing_runs_on_caption_edits_only(variant, options):
     assert 0 <= result["results"]["overall"]["background_psnr"] <= 100
 
 
+class _OnePixelSegmenter:
+    """Locates one pixel (or nothing), and remembers what it was asked."""
+
+    def __init__(self, found: bool):
+        self.found, self.asked = found, []
+
+    def locate(self, image, text, threshold, dilation=0):
+        from regionedit.errors import NothingLocated
+        from regionedit.masks import dilate
+        from regionedit.segment import TextMask
+
+        self.asked.append((text, threshold, dilation))
+        if not self.found:
+            raise NothingLocated(f"{text!r} matched nothing")
+        mask = torch.zeros(1, 1, *image.shape[-2:])
+        mask[..., 30, 30] = 1
+        return TextMask(dilate(mask, dilation), mask, text, threshold)
+
+
+@pytest.mark.parametrize("found", [True, False])
+def test_caption_editing_blends_from_the_text_located_source_object(found):
+    from regionedit.bench.quality import make_method
+    from regionedit.toyworld.benchmark import benchmark_items
+
+    options = {"model": "tiny/sd", "num_inference_steps": 4, "skip": 1, "local_blend": "text", "segmenter": "tiny/clipseg",
+               "text_threshold": 120, "blend_dilation": 5}
+    method = make_method("ddpm-p2p", "scenes", options)
+    assert method.name == "ddpm-p2p-blend-text"
+    method.segmenter = _OnePixelSegmenter(found)
+    item = benchmark_items("scenes", 1, actions=["change_colour"])[0]
+    output = method.edit([item])[0]
+    assert method.segmenter.asked == [(item.record["source_object"], 120, 5)]
+    if found:  # pixels 25..35 grown from (30, 30): the 8-pixel latent cells 3..4 of the tiny SD, and nothing else
+        expected = torch.zeros(64, 64)
+        expected[24:40, 24:40] = 1
+        assert output.refused is None and torch.equal(output.mask, expected)
+    else:
+        assert output.refused and torch.equal(output.image, item.image) and output.mask.sum() == 0
+    with pytest.raises(RegionEditError, match="blend_dilation must be"):
+        make_method("ddpm-p2p", "scenes", {**options, "blend_dilation": -1})
+
+
 def test_caption_editing_blends_by_the_edited_kinds():
     from regionedit.bench.adapters import _kind_words
     from regionedit.bench.quality import make_method

@@ -106,29 +106,39 @@ class CaptionEdit:
     deterministic DDIM inversion). Change colour and change object only: their captions differ in
     the edited object alone. ``local_blend=True`` (P2P variants): P2P's LocalBlend by the edited
     object's kind words in the source and target captions ("ball"; "box", "ball"), as a user of the
-    P2P code names the words of the edit; ``local_blend="gt"``: blending from the ground-truth edit
-    mask instead (what a perfect mask source would give; named ``...-blend-gt``)."""
+    P2P code names the words of the edit; ``local_blend="text"``: blending from the text-located
+    mask of the source object (``segmenter``, scores ≥ ``text_threshold``, grown by ``blend_dilation``
+    pixels; named ``...-blend-text``; an edit whose object is not found is a refusal, as in RDM);
+    ``local_blend="gt"``: blending from the ground-truth edit mask instead (what a perfect mask source
+    would give; named ``...-blend-gt``)."""
 
     actions = ("change_colour", "change_object")
 
     def __init__(self, world: str, variant: str = "ddpm", model: str = "toy/scenes-t2i", device: str | None = None,
                  num_inference_steps: int = defaults.DDPM_STEPS,
-                 source_guidance: float = defaults.DDPM_SOURCE_GUIDANCE, seed: int = 0, local_blend: bool = False,
-                 **options):
+                 source_guidance: float = defaults.DDPM_SOURCE_GUIDANCE, seed: int = 0, local_blend: bool | str = False,
+                 segmenter: str = "toy/scenes-clipseg", text_threshold: float = defaults.RDM_THRESHOLD,
+                 blend_dilation: int = 0, **options):
         from regionedit.editors import DDPMEditor
+        from regionedit.segment import load_segmenter
 
         if world != "scenes":
             raise RegionEditError("caption editing is benchmarked on scenes (every caption edit has a ground truth)")
         if variant not in CAPTION_VARIANTS:
             raise RegionEditError(f"unknown caption-editing variant {variant!r} ({', '.join(CAPTION_VARIANTS)})")
-        if local_blend not in (False, True, "gt"):
-            raise RegionEditError(f"local_blend is true (by the kind words), 'gt' (the ground-truth mask) or false, not {local_blend!r}")
+        if local_blend not in (False, True, "gt", "text"):
+            raise RegionEditError("local_blend is true (by the kind words), 'text' (the segmenter's mask), 'gt' (the "
+                                  f"ground-truth mask) or false, not {local_blend!r}")
         if local_blend and not variant.endswith("-p2p"):
             raise RegionEditError("local_blend is a Prompt-to-Prompt option: use ddpm-p2p or ddim-p2p")
-        self.name = variant + {False: "", True: "-blend", "gt": "-blend-gt"}[local_blend]
+        if blend_dilation < 0:
+            raise RegionEditError(f"blend_dilation must be ≥ 0 pixels, got {blend_dilation}")
+        self.name = variant + {False: "", True: "-blend", "gt": "-blend-gt", "text": "-blend-text"}[local_blend]
         self.variant, self.local_blend = variant, local_blend
         self.editor = DDPMEditor.from_pretrained(model, device=device)
         self.editor.set_progress_bar_config(disable=True)
+        self.segmenter = load_segmenter(segmenter, device) if local_blend == "text" else None
+        self.text_threshold, self.blend_dilation = text_threshold, blend_dilation
         self.steps, self.source_guidance, self.seed, self.options = num_inference_steps, source_guidance, seed, options
 
     def edit(self, items: Sequence[BenchItem]) -> list[MethodOutput]:
@@ -142,6 +152,14 @@ class CaptionEdit:
             blend = {}
             if self.local_blend == "gt":
                 blend = {"blend_mask": item.mask.reshape(1, 1, *item.mask.shape[-2:]).float()}
+            elif self.local_blend == "text":
+                try:
+                    located = self.segmenter.locate(image, item.record["source_object"], self.text_threshold,
+                                                    dilation=self.blend_dilation)
+                except NothingLocated as exc:
+                    outputs.append(MethodOutput.refusal(item, str(exc)))
+                    continue
+                blend = {"blend_mask": located.mask.float().cpu()}
             elif self.local_blend:
                 blend = {"blend_words": _kind_words(item.record)}
             result = self.editor.edit(inversion, prompt=item.record["target_caption"], p2p=self.variant.endswith("-p2p"),
