@@ -408,6 +408,25 @@ def test_absent_phrases_name_a_missing_kind_and_in_training_carry_colours_too():
         ["the green box", "the house", "a brown tree", "the purple house", "the house"]
 
 
+def test_bare_share_sets_how_often_present_objects_are_named_by_their_kind_alone():
+    from regionedit.errors import RegionEditError
+    from regionedit.toyworld import scenes as scenes_world
+    from regionedit.toyworld.splits import split_seeds
+    from regionedit.toyworld.streams import SegmentStream, object_phrases
+
+    scenes = scenes_world.generate_scenes(split_seeds("validation", 300))
+
+    def bare_share(share):
+        phrases, slots = object_phrases(scenes.params, torch.Generator().manual_seed(0), True, bare_share=share)
+        present = [p for p, s in zip(phrases, slots, strict=True) if s >= 0]
+        return sum(len(p.split()) == 2 for p in present) / len(present)
+
+    assert bare_share(1.0) == 1.0 and bare_share(0.0) == 0.0
+    assert 0.5 < bare_share(0.6) < 0.7 and 0.25 < bare_share(None) < 0.42  # ±3.5 binomial σ at ~240 phrases
+    with pytest.raises(RegionEditError, match="bare_share is a probability"):
+        SegmentStream(None, 8, bare_share=1.5)
+
+
 def test_empty_mask_peak_loss_punishes_the_brightest_pixel_of_empty_masks_only():
     import torch.nn.functional as F
 
@@ -529,9 +548,11 @@ def test_clipseg_trains_with_the_kind_loss_only_beside_a_tuned_vision_tower(trai
     shutil.copytree(trained / "scenes-clip", tmp_path / "scenes-clip")
     args = ["toyworld", "train", "scenes-clipseg", "--smoke", "--weights", str(tmp_path), "-q"]
     assert main([*args, "--kind-weight", "1"]) == 2  # the vision tower must be tuned
-    assert main([*args, "--kind-weight", "1", "--tune-vision"]) == 0
+    assert main([*args, "--bare-share", "2"]) == 2  # a probability
+    assert main([*args, "--kind-weight", "1", "--tune-vision", "--bare-share", "0.6"]) == 0
     card = json.loads((tmp_path / "scenes-clipseg" / "card.json").read_text())
-    assert card["reproduce"].endswith("--dice-weight 1 --kind-weight 1 --tune-vision")
+    assert card["reproduce"].endswith("--dice-weight 1 --kind-weight 1 --bare-share 0.6 --tune-vision")
+    assert "bare kind 60% of the time" in card["settings"]["data"]
     assert "per-patch kind loss" in card["settings"]["data"]
     # the head is not part of the saved segmenter: the folder loads as a plain CLIPSeg, no key left over
     _, info = CLIPSegForImageSegmentation.from_pretrained(tmp_path / "scenes-clipseg", output_loading_info=True)
