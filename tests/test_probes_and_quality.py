@@ -157,6 +157,28 @@ def test_caption_editing_blends_from_the_text_located_source_object(found):
         make_method("ddpm-p2p", "scenes", {**options, "blend_dilation": -1})
 
 
+def test_caption_editing_can_locate_the_object_by_its_source_caption_words():
+    from regionedit.bench.adapters import caption_phrase
+    from regionedit.bench.quality import make_method
+    from regionedit.toyworld.benchmark import benchmark_items
+
+    assert caption_phrase("a red ball and an orange box on grass", "box") == "an orange box"
+    assert caption_phrase("a red ball and an orange box on grass", "ball") == "a red ball"
+    assert caption_phrase("a red ball on grass", "tree") == "tree"
+    options = {"model": "tiny/sd", "num_inference_steps": 4, "skip": 1, "local_blend": "text", "segmenter": "tiny/clipseg",
+               "blend_text": "caption"}
+    method = make_method("ddpm-p2p", "scenes", options)
+    assert method.name == "ddpm-p2p-blend-caption"
+    method.segmenter = _OnePixelSegmenter(True)
+    item = benchmark_items("scenes", 1, actions=["change_object"])[0]
+    method.edit([item])
+    (text, _, _), = method.segmenter.asked
+    kind = item.record["source_object"].split()[-1]
+    assert text.endswith(" " + kind) and len(text.split()) == 3 and text in item.record["source_caption"]
+    with pytest.raises(RegionEditError, match="blend_text is 'object'"):
+        make_method("ddpm-p2p", "scenes", {**options, "blend_text": "words"})
+
+
 def test_caption_editing_blends_by_the_edited_kinds():
     from regionedit.bench.adapters import _kind_words
     from regionedit.bench.quality import make_method

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -108,7 +109,9 @@ class CaptionEdit:
     object's kind words in the source and target captions ("ball"; "box", "ball"), as a user of the
     P2P code names the words of the edit; ``local_blend="text"``: blending from the text-located
     mask of the source object (``segmenter``, scores ≥ ``text_threshold``, grown by ``blend_dilation``
-    pixels; named ``...-blend-text``; an edit whose object is not found is a refusal, as in RDM);
+    pixels; named ``...-blend-text``; an edit whose object is not found is a refusal, as in RDM), named
+    by its positioning text ("the ball", ``blend_text="object"``) or by its words in the source caption
+    ("a red ball", ``blend_text="caption"``: the prompt a P2P user wrote, named ``...-blend-caption``);
     ``local_blend="gt"``: blending from the ground-truth edit mask instead (what a perfect mask source
     would give; named ``...-blend-gt``)."""
 
@@ -118,7 +121,7 @@ class CaptionEdit:
                  num_inference_steps: int = defaults.DDPM_STEPS,
                  source_guidance: float = defaults.DDPM_SOURCE_GUIDANCE, seed: int = 0, local_blend: bool | str = False,
                  segmenter: str = "toy/scenes-clipseg", text_threshold: float = defaults.RDM_THRESHOLD,
-                 blend_dilation: int = 0, **options):
+                 blend_dilation: int = 0, blend_text: str = "object", **options):
         from regionedit.editors import DDPMEditor
         from regionedit.segment import load_segmenter
 
@@ -133,12 +136,15 @@ class CaptionEdit:
             raise RegionEditError("local_blend is a Prompt-to-Prompt option: use ddpm-p2p or ddim-p2p")
         if blend_dilation < 0:
             raise RegionEditError(f"blend_dilation must be ≥ 0 pixels, got {blend_dilation}")
-        self.name = variant + {False: "", True: "-blend", "gt": "-blend-gt", "text": "-blend-text"}[local_blend]
+        if blend_text not in ("object", "caption"):
+            raise RegionEditError(f"blend_text is 'object' (the positioning text) or 'caption' (the source caption's "
+                                  f"words for the object), not {blend_text!r}")
+        self.name = variant + {False: "", True: "-blend", "gt": "-blend-gt", "text": "-blend-" + {"object": "text", "caption": "caption"}[blend_text]}[local_blend]
         self.variant, self.local_blend = variant, local_blend
         self.editor = DDPMEditor.from_pretrained(model, device=device)
         self.editor.set_progress_bar_config(disable=True)
         self.segmenter = load_segmenter(segmenter, device) if local_blend == "text" else None
-        self.text_threshold, self.blend_dilation = text_threshold, blend_dilation
+        self.text_threshold, self.blend_dilation, self.blend_text = text_threshold, blend_dilation, blend_text
         self.steps, self.source_guidance, self.seed, self.options = num_inference_steps, source_guidance, seed, options
 
     def edit(self, items: Sequence[BenchItem]) -> list[MethodOutput]:
@@ -154,8 +160,10 @@ class CaptionEdit:
                 blend = {"blend_mask": item.mask.reshape(1, 1, *item.mask.shape[-2:]).float()}
             elif self.local_blend == "text":
                 try:
-                    located = self.segmenter.locate(image, item.record["source_object"], self.text_threshold,
-                                                    dilation=self.blend_dilation)
+                    text = item.record["source_object"]
+                    if self.blend_text == "caption":
+                        text = caption_phrase(item.record["source_caption"], text.split()[-1])
+                    located = self.segmenter.locate(image, text, self.text_threshold, dilation=self.blend_dilation)
                 except NothingLocated as exc:
                     outputs.append(MethodOutput.refusal(item, str(exc)))
                     continue
@@ -173,6 +181,13 @@ def _blend_region(alpha: torch.Tensor | None, size) -> torch.Tensor | None:
     if alpha is None:
         return None
     return torch.nn.functional.interpolate(alpha.float().cpu(), size=tuple(size), mode="nearest")[0, 0]
+
+
+def caption_phrase(caption: str, kind: str) -> str:
+    """The words of a toy caption that name its object of this kind ("a red ball and a blue box on grass",
+    "box" → "a blue box"); the kind alone where no article-colour-kind phrase names it."""
+    found = re.search(rf"\b(an? \w+ {re.escape(kind)})\b", caption)
+    return found.group(1) if found else kind
 
 
 def _kind_words(record: dict) -> list[str]:

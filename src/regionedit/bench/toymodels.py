@@ -41,12 +41,23 @@ __all__ = [
 ]
 
 
-def _is_clipseg_folder(name: str) -> bool:
+def _folder_config(name: str) -> dict:
+    """A model folder's config.json (empty for hub or toy names and for pipeline folders)."""
     import json
     from pathlib import Path
 
     config = Path(name) / "config.json"
-    return config.is_file() and json.loads(config.read_text()).get("model_type") == "clipseg"
+    return json.loads(config.read_text()) if config.is_file() else {}
+
+
+def _is_clipseg_folder(name: str) -> bool:
+    return _folder_config(name).get("model_type") == "clipseg"
+
+
+def _is_autoencoder(name: str) -> bool:
+    from regionedit.models.loading import embedded_components
+
+    return name in embedded_components() or _folder_config(name).get("_class_name") == "AutoencoderKL"
 
 
 def bench_toymodels(names: list[str], device=None, count: int | None = None, split: str = "benchmark") -> dict:
@@ -59,8 +70,8 @@ def bench_toymodels(names: list[str], device=None, count: int | None = None, spl
 
     result = {"benchmark": "toymodels", "split": split, "machine": machine()}
     for name in names:
-        if name == "toy/scenes-vae":
-            result[name] = eval_vae(count or 256, device, split)
+        if _is_autoencoder(name):
+            result[name] = eval_vae(count or 256, device, split, location=name)
             continue
         if name == "toy/scenes-clip":
             figures = eval_clip(load_clip(name, device), count or 100)

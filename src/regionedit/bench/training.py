@@ -43,8 +43,8 @@ def _cases(batch: int, device: torch.device):
     encode = models.TextEncoding(CLIPTextModel(clip.config.text_config).to(device).eval().requires_grad_(False))
     alphas = models.schedule().alphas_cumprod.to(device)
     yield "faces-ddpm", models.FaceStream(batch), models.faces_unet(), lambda m: models.diffusion_loss(m, alphas)
-    vae = latent.scenes_autoencoder()
-    yield ("scenes-vae", latent.SceneImages(batch), vae, lambda m: lambda x: latent.autoencoder_loss(m, x))
+    vae = latent.toy_autoencoder()
+    yield ("scenes-vae", latent.WorldImages(batch), vae, lambda m: lambda x: latent.autoencoder_loss(m, x))
     encoding = latent.LatentEncoding(vae.to(device).eval().requires_grad_(False), encode)
     latent_alphas = latent.latent_schedule().alphas_cumprod.to(device)
     yield ("scenes-t2i", latent.LatentCaptionStream(tokenizer, encoding, batch), latent.latent_unet(latent.LATENT_CHANNELS),

@@ -31,7 +31,7 @@ def add_toyworld(commands) -> None:
     train.add_argument("--refresh-every", type=int, default=4, help="with --pool: render one fresh batch every K steps")
     train.add_argument("--compile", action="store_true", help="run the forward pass through torch.compile")
     train.add_argument("--workers", type=int, help="data worker processes (default: 2 on a GPU, 0 on the CPU)")
-    train.add_argument("--decoder-only", action="store_true", help="scenes-vae --resume: tune the decoder alone (latents unchanged)")
+    train.add_argument("--decoder-only", action="store_true", help="scenes-vae or faces-vae --resume: tune the decoder alone (latents unchanged)")
     train.add_argument("--no-evaluate", action="store_true", help="skip the bar measurement at the end (bench toymodels does it)")
     train.add_argument("--edit-weight", type=float, help="latent instruct models: loss weight inside the edited region (default 1)")
     train.add_argument("--dice-weight", type=float, help="scenes-clipseg: weight of a soft-Dice term beside the BCE (default 0)")

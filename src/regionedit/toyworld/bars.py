@@ -19,6 +19,8 @@ BARS = {
     "toy/scenes-clip": ("text_to_image_top1", 0.9),
     "toy/scenes-clipseg": ("mean_iou", 0.8),
     "toy/faces-ddpm": ("valid_face_share", 0.9),
+    "toy/faces-vae": ("reconstruction_psnr", 32.0),
+    "toy/faces-ldm": ("valid_face_share", 0.9),
     "toy/scenes-t2i": ("caption_correct_share", 0.8),
     "toy/scenes-instruct": ("edit_success", 0.8),
 }

@@ -16,8 +16,10 @@ ground truth:
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -136,15 +138,19 @@ def eval_instruct(model_name: str, count: int = 400, device=None, split: str = "
             "background_l1": {k: v["background_l1"] for k, v in rows.items()}, "count": count, "split": split}
 
 
-def eval_vae(count: int = 256, device=None, split: str = "benchmark") -> dict:
-    """Reconstruction PSNR of the toy autoencoder on ``split`` scenes (encode's mode, then decode)."""
+def eval_vae(count: int = 256, device=None, split: str = "benchmark", location: str | Path = "toy/scenes-vae") -> dict:
+    """Reconstruction PSNR of a toy autoencoder (an embedded ``toy/…`` name or a folder) on ``split``
+    renders of the world its card names (scenes unless it says faces): encode's mode, then decode."""
     from diffusers import AutoencoderKL
 
     from regionedit.toyworld.latent import reconstruction_psnr
 
-    vae = AutoencoderKL.from_pretrained(probes.WEIGHTS_DIR / "scenes-vae", torch_dtype=torch.float32).to(device or "cpu")
-    return {"reconstruction_psnr": reconstruction_psnr(vae.eval(), count, split), "count": count, "split": split,
-            "scaling_factor": vae.config.scaling_factor}
+    folder = probes.WEIGHTS_DIR / str(location)[4:] if str(location).startswith("toy/") else Path(location)
+    card = folder / "card.json"
+    world = (json.loads(card.read_text()).get("settings", {}).get("world") if card.exists() else None) or "scenes"
+    vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32).to(device or "cpu")
+    return {"reconstruction_psnr": reconstruction_psnr(vae.eval(), count, split, world=world), "count": count,
+            "split": split, "world": world, "scaling_factor": vae.config.scaling_factor}
 
 
 def eval_clip(scorer, count: int = 100) -> dict:

@@ -15,6 +15,10 @@ held in memory; every ``refresh_every`` steps a fresh batch replaces random slot
 ground-truth edit mask at latent size, so the loss can weigh the edited region (``edit_weight``):
 most of a target is a copy of the source, and the uniform loss spends most of its signal there.
 
+- ``faces-vae`` / ``faces-ldm`` (a candidate to replace the pixel ``faces-ddpm`` for RBE/JICA at 1/16 of
+  its cost per sample): the same autoencoder tuned from ``scenes-vae`` on face renders, and an
+  unconditional ``UNet2DModel`` on its latents (self-attention at 8² and 4²), v-prediction as above.
+
 Where we differ from SD/IP2P: tiny widths, attention only at 8²/4², the pooled-text embedding, an
 edit-region loss weight (off when ``edit_weight`` = 1).
 """
@@ -25,9 +29,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet2DModel
 
 from regionedit.images import to_model_range
+from regionedit.toyworld import faces as faces_world
 from regionedit.toyworld import scenes as scenes_world
 from regionedit.toyworld.architectures import TEXT_WIDTH
 from regionedit.toyworld.streams import (
@@ -45,8 +50,8 @@ LATENT_SIZE, LATENT_CHANNELS = 16, 4
 
 
 # ---------------------------------------------------------------------------- architectures
-def scenes_autoencoder() -> AutoencoderKL:
-    """64² → 16²×4; no attention in the mid block (the scenes are local; it would cost CPU time)."""
+def toy_autoencoder() -> AutoencoderKL:
+    """64² → 16²×4; no attention in the mid block (the toy images are local; it would cost CPU time)."""
     return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS, sample_size=64,
                          down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
                          block_out_channels=(32, 64, 96), layers_per_block=1, norm_num_groups=16,
@@ -57,6 +62,16 @@ def latent_schedule() -> DDIMScheduler:
     """A 1000-step cosine schedule predicting v (as SD 2's 768 model)."""
     return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False,
                          set_alpha_to_one=True, prediction_type="v_prediction")
+
+
+def faces_latent_unet(width: tuple[int, ...] = (48, 64, 96)) -> UNet2DModel:
+    """The unconditional latent UNet of toy faces, 2.1 M parameters (4 MB in fp16, so that it and
+    faces-vae fit the weight budget in place of faces-ddpm): 16² → 8² → 4², self-attention at 8² and
+    4²; h-space (the mid block) is 96×4×4. ~1 s per batch-64 step on one core thread (faces-ddpm: 14)."""
+    return UNet2DModel(sample_size=LATENT_SIZE, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+                       block_out_channels=width, layers_per_block=1, norm_num_groups=16, attention_head_dim=32,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"))
 
 
 def latent_unet(in_channels: int = LATENT_CHANNELS, width: tuple[int, ...] = (48, 64, 96)) -> UNet2DConditionModel:
@@ -70,23 +85,44 @@ def latent_unet(in_channels: int = LATENT_CHANNELS, width: tuple[int, ...] = (48
 
 
 # ------------------------------------------------------------------------------- autoencoder
-class SceneImages(Stream):
-    """Scene renders of the train split in [-1, 1]."""
+WORLDS = ("scenes", "faces")
+
+
+def _check_world(world: str) -> None:
+    if world not in WORLDS:
+        raise ValueError(f"unknown toy world {world!r} ({', '.join(WORLDS)})")
+
+
+def render_world(world: str, seeds, device="cpu") -> torch.Tensor:
+    """Renders (B×3×64×64 in [0, 1]) of toy scenes or faces drawn from ``seeds``."""
+    _check_world(world)
+    if world == "faces":
+        return faces_world.render(faces_world.sample_factors(seeds), device=device).images
+    return render_scene_images(scenes_world.sample_params(seeds), device)[0]
+
+
+class WorldImages(Stream):
+    """Renders of the train split of a toy world (``scenes`` or ``faces``) in [-1, 1]."""
+
+    def __init__(self, batch: int, seed: int = 0, world: str = "scenes"):
+        super().__init__(batch, seed)
+        _check_world(world)
+        self.world = world
 
     def make(self, b):
-        return {"params": scenes_world.sample_params(self.seeds(b))}
+        return {"seeds": self.seeds(b)}
 
     def materialise(self, item, device):
-        images, _ = render_scene_images(item["params"], device)
-        return to_model_range(images)
+        return to_model_range(render_world(self.world, item["seeds"], device))
 
 
 def train_autoencoder(budget: Budget, batch: int = 32, learning_rate: float = 1e-3, kl_weight: float = 1e-6,
-                      device="cpu", log=None, checkpoint=None, seed: int = 0, vae: AutoencoderKL | None = None):
-    """MSE + ``kl_weight``·KL on fresh renders; returns the EMA autoencoder and the steps run."""
+                      device="cpu", log=None, checkpoint=None, seed: int = 0, vae: AutoencoderKL | None = None,
+                      world: str = "scenes"):
+    """MSE + ``kl_weight``·KL on fresh renders of ``world``; returns the EMA autoencoder and the steps run."""
     torch.manual_seed(seed)
-    trainer = Trainer(vae if vae is not None else scenes_autoencoder(), device, learning_rate, ema_decay=0.998)
-    data = batches(SceneImages(batch, seed), device)
+    trainer = Trainer(vae if vae is not None else toy_autoencoder(), device, learning_rate, ema_decay=0.998)
+    data = batches(WorldImages(batch, seed, world), device)
     steps = trainer.run(data, lambda x: autoencoder_loss(trainer.module, x, kl_weight), budget, log, checkpoint)
     return trainer.ema, steps
 
@@ -99,9 +135,9 @@ def autoencoder_loss(vae: AutoencoderKL, x: torch.Tensor, kl_weight: float = 1e-
 
 
 @torch.no_grad()
-def set_scaling_factor(vae: AutoencoderKL, count: int = 512, batch: int = 64) -> float:
+def set_scaling_factor(vae: AutoencoderKL, count: int = 512, batch: int = 64, world: str = "scenes") -> float:
     """SD's recipe: scale latents to unit standard deviation (measured on train-split renders)."""
-    stream = SceneImages(batch, seed=7)
+    stream = WorldImages(batch, seed=7, world=world)
     device = next(vae.parameters()).device
     latents = [vae.encode(stream.materialise(stream.make(b), device)).latent_dist.mode() for b in range(-(-count // batch))]
     factor = float(1.0 / torch.cat(latents).float().std())
@@ -110,8 +146,9 @@ def set_scaling_factor(vae: AutoencoderKL, count: int = 512, batch: int = 64) ->
 
 
 @torch.no_grad()
-def reconstruction_psnr(vae: AutoencoderKL, count: int = 256, split: str = "benchmark", batch: int = 64) -> float:
-    """Mean PSNR (dB, images in [0, 1]) of encode(mode) → decode on ``count`` scenes of ``split``."""
+def reconstruction_psnr(vae: AutoencoderKL, count: int = 256, split: str = "benchmark", batch: int = 64,
+                        world: str = "scenes") -> float:
+    """Mean PSNR (dB, images in [0, 1]) of encode(mode) → decode on ``count`` renders of ``world``'s ``split``."""
     from regionedit import metrics
     from regionedit.toyworld.splits import split_seeds
 
@@ -119,7 +156,7 @@ def reconstruction_psnr(vae: AutoencoderKL, count: int = 256, split: str = "benc
     dtype = next(vae.parameters()).dtype
     values = []
     for start in range(0, count, batch):
-        images = scenes_world.generate_scenes(split_seeds(split, min(batch, count - start), start)).images.to(device)
+        images = render_world(world, split_seeds(split, min(batch, count - start), start), device)
         z = vae.encode(to_model_range(images).to(dtype)).latent_dist.mode()
         out = (vae.decode(z).sample.float().clamp(-1, 1) + 1) / 2
         values.append(metrics.psnr(out.cpu(), images.cpu()))
@@ -142,6 +179,21 @@ class LatentEncoding:
     def latents(self, images01: torch.Tensor, scaled: bool = True) -> torch.Tensor:
         z = self.vae.encode(to_model_range(images01)).latent_dist.mode().float()
         return z * self.vae.config.scaling_factor if scaled else z
+
+
+class LatentWorldImages(Stream):
+    """Latents of a toy world's train renders, unconditional (the latent faces model)."""
+
+    def __init__(self, encoding: LatentEncoding | None, batch: int, world: str = "faces", seed: int = 0):
+        super().__init__(batch, seed)
+        _check_world(world)
+        self.encoding, self.world = encoding, world
+
+    def make(self, b):
+        return {"seeds": self.seeds(b)}
+
+    def materialise(self, item, device):
+        return LatentBatch(self.encoding.latents(render_world(self.world, item["seeds"], device)))
 
 
 class LatentCaptionStream(Stream):
@@ -211,7 +263,8 @@ def latent_diffusion_loss(unet, alphas: torch.Tensor, edit_weight: float = 1.0, 
         t, a, noise, x_t = forward_noise(batch.x0, alphas)
         v = a.sqrt() * noise - (1 - a).sqrt() * batch.x0
         model_input = x_t if batch.source is None else torch.cat([x_t, batch.source], dim=1)
-        prediction = unet(model_input, t, encoder_hidden_states=batch.text).sample.float()
+        condition = {} if batch.text is None else {"encoder_hidden_states": batch.text}
+        prediction = unet(model_input, t, **condition).sample.float()
         error = (prediction - v) ** 2
         if batch.weight is not None and edit_weight != 1.0:
             error = error * (1 + (edit_weight - 1) * batch.weight)
@@ -234,7 +287,7 @@ class LatentRecipe:
     refresh_every: int = 4
 
 
-def train_latent(unet: UNet2DConditionModel, stream: Stream, budget: Budget, recipe: LatentRecipe, device="cpu",
+def train_latent(unet: UNet2DConditionModel | UNet2DModel, stream: Stream, budget: Budget, recipe: LatentRecipe, device="cpu",
                  log=None, checkpoint=None, seed: int = 0) -> tuple[torch.nn.Module, int]:
     """Train a latent UNet on a pool of ``stream``'s batches; returns the EMA weights and steps run."""
     torch.manual_seed(seed)

@@ -33,6 +33,11 @@ MODELS = {
                        "dice_weight": 1.0},
     "faces-ddpm": {"kind": "faces", "steps": 40000, "batch": 256, "learning_rate": 4e-4},
     "scenes-vae": {"kind": "vae", "steps": 6000, "batch": 32, "learning_rate": 1e-3},
+    # a candidate for RBE/JICA at 1/16 of faces-ddpm's cost per sample: the autoencoder tuned from
+    # scenes-vae on faces (scenes-vae reconstructs faces at 18 dB), an unconditional latent UNet on it
+    "faces-vae": {"kind": "vae", "world": "faces", "steps": 3000, "batch": 32, "learning_rate": 1e-3,
+                  "needs": "scenes-vae", "start_from": "scenes-vae"},
+    "faces-ldm": {"kind": "faces-latent", "steps": 20000, "batch": 64, "learning_rate": 1e-3, "needs": "faces-vae"},
     # latent models (regionedit.toyworld.latent): text tower of scenes-clip, autoencoder scenes-vae
     "scenes-t2i": {"kind": "t2i", "steps": 20000, "batch": 64, "learning_rate": 1e-3, "needs": "scenes-clip",
                    "also_needs": "scenes-vae"},
@@ -79,8 +84,9 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     compared on the validation split; only the chosen one is measured on the benchmark split).
     ``decoder_only`` (scenes-vae with ``resume``): tune the decoder alone, so the latents, and the
     diffusion models trained on them, stay valid (as SD's ft-MSE autoencoder was made)."""
-    if decoder_only and not (name == "scenes-vae" and resume):
-        raise RegionEditError("decoder_only tunes an existing autoencoder: use it with scenes-vae and resume (CLI: --decoder-only --resume)")
+    if decoder_only and not (MODELS.get(name, {}).get("kind") == "vae" and resume):
+        raise RegionEditError("decoder_only tunes an existing autoencoder: use it with scenes-vae or faces-vae and resume "
+                              "(CLI: --decoder-only --resume)")
     for setting, value in (("dice_weight", dice_weight), ("absent_weight", absent_weight), ("tune_text", tune_text or None),
                            ("tune_vision", tune_vision or None), ("phrases_per_scene", phrases_per_scene),
                            ("kind_weight", kind_weight), ("bare_share", bare_share)):
@@ -128,7 +134,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     began = time.perf_counter()
     torch.manual_seed(0)  # before any model is built: its initial weights are part of the recipe
     trainer = {"clip": _clip, "clipseg": _clipseg, "faces": _faces, "vae": _vae, "t2i": _t2i,
-               "instruct": _instruct}[spec["kind"]]
+               "instruct": _instruct, "faces-latent": _faces_latent}[spec["kind"]]
     settings, steps_run, evaluate_run = trainer(context)
     wall = round(time.perf_counter() - began, 1)
     try:
@@ -301,7 +307,8 @@ def _save_pipeline(folder: Path, unet, text_from: Path | None, vae_from: Path | 
     def write(tmp: Path) -> None:
         copy_half(unet).save_pretrained(tmp / "unet")
         (latent.latent_schedule() if vae_from else schedule()).save_pretrained(tmp / "scheduler")
-        index = {"_class_name": "StableDiffusionPipeline" if text_from else "DDPMPipeline", "_diffusers_version": "0.42.1",
+        pipeline = "StableDiffusionPipeline" if text_from else "LDMPipeline" if vae_from else "DDPMPipeline"
+        index = {"_class_name": pipeline, "_diffusers_version": "0.42.1",
                  "unet": ["diffusers", type(unet).__name__], "scheduler": ["diffusers", "DDIMScheduler"]}
         links = []
         if text_from is not None:
@@ -397,7 +404,11 @@ def _vae(c: dict):
 
     from regionedit.toyworld import latent
 
-    start = AutoencoderKL.from_pretrained(c["folder"], torch_dtype=torch.float32) if c["resume"] else None
+    world, start_from = c["spec"].get("world", "scenes"), c["spec"].get("start_from")
+    start = None
+    if c["resume"] or start_from:
+        source = c["folder"] if c["resume"] else c["weights"] / start_from
+        start = AutoencoderKL.from_pretrained(source, torch_dtype=torch.float32)
     if c["decoder_only"]:
         start.encoder.requires_grad_(False)
         start.quant_conv.requires_grad_(False)
@@ -407,16 +418,38 @@ def _vae(c: dict):
 
     checkpoint = _checkpointer(c, save)
     vae, steps = latent.train_autoencoder(c["budget"], c["batch"], c["learning_rate"], device=c["device"],
-                                          log=c["log"], checkpoint=checkpoint, vae=start)
+                                          log=c["log"], checkpoint=checkpoint, vae=start, world=world)
     vae = vae.float()
     if not c["decoder_only"]:  # a tuned decoder keeps the encoder, its latents and their scale
-        latent.set_scaling_factor(vae, 64 if c["smoke"] else 1024)
+        latent.set_scaling_factor(vae, 64 if c["smoke"] else 1024, world=world)
     save(vae)
     evaluate = lambda: {"reconstruction_psnr": latent.reconstruction_psnr(  # noqa: E731
-        AutoencoderKL.from_pretrained(c["folder"], torch_dtype=torch.float32).to(c["device"]), 8 if c["smoke"] else 256),
-        "scaling_factor": vae.config.scaling_factor}
-    data = "fresh scene renders of the train split; MSE + 1e-6 KL; scaling factor 1/std of 1024 train latents"
-    return {"data": data, "ema": 0.998, "kl_weight": 1e-6}, steps, evaluate
+        AutoencoderKL.from_pretrained(c["folder"], torch_dtype=torch.float32).to(c["device"]), 8 if c["smoke"] else 256,
+        world=world), "scaling_factor": vae.config.scaling_factor}
+    data = (f"fresh {world[:-1]} renders of the train split; MSE + 1e-6 KL; scaling factor 1/std of 1024 train latents"
+            + (f"; tuned from {start_from}" if start_from else ""))
+    return {"data": data, "world": world, "ema": 0.998, "kl_weight": 1e-6}, steps, evaluate
+
+
+def _faces_latent(c: dict):
+    from diffusers import AutoencoderKL
+
+    from regionedit.models import load_model
+    from regionedit.toyworld import latent
+    from regionedit.toyworld.evaluation import eval_faces_ddpm
+
+    vae_source = c["weights"] / c["spec"]["needs"]
+    vae = AutoencoderKL.from_pretrained(vae_source, torch_dtype=torch.float32).to(c["device"]).eval().requires_grad_(False)
+    stream = latent.LatentWorldImages(latent.LatentEncoding(vae, None), c["batch"], world="faces")
+    checkpoint = _checkpointer(c, lambda ema: _save_pipeline(c["folder"], ema, None, vae_source))
+    recipe = _latent_recipe(c)
+    unet, steps = latent.train_latent(_start_unet(c, latent.faces_latent_unet), stream, c["budget"], recipe,
+                                      c["device"], c["log"], checkpoint)
+    _save_pipeline(c["folder"], unet, None, vae_source)
+    count, sampling_steps = (4, 5) if c["smoke"] else (256, 50)
+    evaluate = lambda: eval_faces_ddpm(load_model(str(c["folder"]), device=c["device"]), count, sampling_steps)  # noqa: E731
+    data = f"latents of train-split faces in a refreshing pool; autoencoder {c['spec']['needs']}, frozen"
+    return {"data": data, "ema": 0.999, "recipe": recipe.__dict__}, steps, evaluate
 
 
 def _latent_encoding(c: dict):
