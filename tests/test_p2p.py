@@ -414,7 +414,8 @@ def test_bench_p2p_tiny(capsys, tmp_path):
                  "--samples", "2", "--json", str(path)])
     assert code == 0, capsys.readouterr().err
     result = json.loads(path.read_text())
-    assert set(result["unet_calls"].values()) == {3} and len(result["unet_calls"]) == 6
+    assert set(result["unet_calls"].values()) == {3} and len(result["unet_calls"]) == 7
+    assert result["p2p_blend_mask_over_plain"] > 0
     assert result["p2p_over_plain"] > 0 and result["source_recon_max_abs_err_sampled"] < 1e-3
     assert result["recorded_attention_mb"] > 0 and result["p2p_recorded_vs_computed_max_abs_diff"] < 1e-3
     assert set(result["diversity"]) >= {"plain", "p2p_blend"}

@@ -67,6 +67,9 @@ def bench_p2p(model_name: str, device: torch.device, dtype: torch.dtype | None =
         "p2p": (lambda inv: p2p.edit(model, inv, target, guidance_scale, skip, progress=False), recorded),
         "p2p_blend": (lambda inv: p2p.edit(model, inv, target, guidance_scale, skip, blend_words=[word], progress=False),
                       recorded),
+        # a given region (a text, user or GT mask: where it comes from costs nothing here) instead of words
+        "p2p_blend_mask": (lambda inv: p2p.edit(model, inv, target, guidance_scale, skip, blend_mask=mask, progress=False),
+                           recorded),
         "p2p_computed_source": (lambda inv: p2p.edit(model, inv, target, guidance_scale, skip, progress=False), inversion),
         "p2p_blend_computed_source": (lambda inv: p2p.edit(model, inv, target, guidance_scale, skip, blend_words=[word],
                                                            progress=False), inversion),
@@ -112,7 +115,8 @@ def bench_p2p(model_name: str, device: torch.device, dtype: torch.dtype | None =
         "source_recon_max_abs_err_sampled": (outputs["p2p_sampled_source"].source_sample - inversion.x0).abs().max().item(),
         "blend_mask_fraction": round(float(outputs["p2p_blend"].blend_mask.mean()), 4),
         "diversity": {"samples": samples, "region": "the toy edit's ground-truth mask", **spread},
-        "note": "plain: edit-friendly edit (rows [uncond, text]); p2p and p2p_blend: the source's attention recorded by "
+        "note": "plain: edit-friendly edit (rows [uncond, text]); p2p, p2p_blend and p2p_blend_mask (blending from the "
+                "edit's GT mask): the source's attention recorded by "
                 "the inversion (record_attention=True, what DDPMEditor does for P2P), rows [uncond tgt, text tgt]; "
                 "*_computed_source: an inversion without the record, rows [uncond tgt, text src, text tgt] while an "
                 "attention edit or blending needs the source, else [uncond tgt, text tgt]; p2p_sampled_source: the "
