@@ -263,6 +263,9 @@ def test_bench_directions_plumbing_on_the_tiny_model():
     assert 0.0 <= result["mean_energy_inside"] <= 1.0 and 0.0 <= result["transfer_success"] <= 1.0
     assert sum(result["factors_moved"].values()) == 6  # 3 directions on each of 2 faces
     assert result["share_top_direction_moves_exactly_one_factor"] in (0.0, 0.5, 1.0)
+    assert result["split"] == "benchmark"
+    validation = bench_directions("tiny/pixel-ddpm", torch.device("cpu"), count=2, max_iterations=2, size=32, split="validation")
+    assert validation["split"] == "validation" and validation["mean_energy_inside"] != result["mean_energy_inside"]  # other faces
     joint = bench_directions("tiny/pixel-ddpm", torch.device("cpu"), method="jica", count=1, max_iterations=1, size=32)
     ratios = joint["individual_own_over_other_region"]
     assert set(ratios) == {"eyes", "mouth"} and all(r["median"] > 0 and 0 <= r["share_at_least_5x"] <= 1 for r in ratios.values())

@@ -103,9 +103,10 @@ def _edit(model: DiffusionModel, start: EditStart, direction: torch.Tensor, stre
 def bench_directions(
     model_name: str, device: torch.device, method: str = "rbe", count: int = 50, strength: float = 30.0,
     dilation: int = 3, max_iterations: int = 50, probe=None, size: int | None = None,
-    progress_file: str | Path | None = None,
+    progress_file: str | Path | None = None, split: str = "benchmark",
 ) -> dict:
-    """Locality, factors moved and transfer of the top directions found on toy faces.
+    """Locality, factors moved and transfer of the top directions found on toy faces of ``split``
+    (``validation`` to choose settings such as the strength; figures are reported on the benchmark).
 
     ``progress_file``: one JSON line per finished face (after a line of settings); a run that finds
     the file with the same settings continues after its last face, so an interrupted hour is not lost."""
@@ -113,9 +114,9 @@ def bench_directions(
     size = size or model.native_resolution
     net = probe or probes.load_probe("faces")
     settings = {"model": model_name, "method": method, "count": count, "strength": strength, "dilation": dilation,
-                "max_iterations": max_iterations, "size": size}
+                "max_iterations": max_iterations, "size": size, **({"split": split} if split != "benchmark" else {})}
     done = _read_progress(progress_file, settings)
-    faces = faces_world.generate_faces(split_seeds("benchmark", count + 1), size=size)
+    faces = faces_world.generate_faces(split_seeds(split, count + 1), size=size)
     regions = {"eyes": face_part_mask("eyes", (size, size)), "mouth": face_part_mask("mouth", (size, size))}
     allowed = dilate(regions["eyes"], dilation) if method == "rbe" else dilate(torch.clamp(regions["eyes"] + regions["mouth"], 0, 1), dilation)
     grown = {name: dilate(region, dilation) for name, region in regions.items()}
@@ -165,7 +166,7 @@ def bench_directions(
     if progress_file is not None:
         Path(progress_file).unlink(missing_ok=True)  # every face measured: the result holds the figures
     return {
-        "benchmark": "directions", "method": method, "model": model_name, "device": str(device), "count": count,
+        "benchmark": "directions", "split": split, "method": method, "model": model_name, "device": str(device), "count": count,
         "size": size, "strength": strength, "dilation": dilation, "max_iterations": max_iterations,
         "region": "eyes" if method == "rbe" else "eyes+mouth (individual eyes direction)",
         **summarise_directions(records, method),

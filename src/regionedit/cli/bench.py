@@ -189,11 +189,13 @@ BENCHES: dict[str, Bench] = {
         "toy faces: locality, factors moved and transfer of RBE/JICA directions (with --json, resumable: "
         "each face is kept in JSON.partial.jsonl until the run ends)", "regionedit.bench.discover:bench_directions",
         lambda bench, a: bench(a.model, device(a), method=a.method, count=a.n, strength=a.strength,
-                               max_iterations=a.max_iterations,
+                               max_iterations=a.max_iterations, split=a.split,
                                progress_file=f"{a.json}.partial.jsonl" if a.json else None), (
             ModelOptions(task="rbe"), arg("--method", choices=("rbe", "jica"), default="rbe"),
             arg("--n", type=int, default=50, help="faces (default 50)"), arg("--strength", type=float, default=30.0),
-            arg("--max-iterations", type=int, default=50), JSON)),
+            arg("--max-iterations", type=int, default=50), JSON,
+            arg("--split", choices=("benchmark", "validation"), default="benchmark",
+                help="validation: for choosing settings (e.g. the strength); figures are reported on the benchmark split"))),
     "rdm": Bench(
         "RDM's cost over plain sampling, same model and steps", "regionedit.bench.rdm:bench_rdm", _rdm, (
             _tiny("tiny random SD, CLIPSeg and CLIP"), ModelOptions(), arg("--segmenter"), arg("--clip"),
