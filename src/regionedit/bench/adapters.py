@@ -139,7 +139,8 @@ class CaptionEdit:
         if blend_text not in ("object", "caption"):
             raise RegionEditError(f"blend_text is 'object' (the positioning text) or 'caption' (the source caption's "
                                   f"words for the object), not {blend_text!r}")
-        self.name = variant + {False: "", True: "-blend", "gt": "-blend-gt", "text": "-blend-" + {"object": "text", "caption": "caption"}[blend_text]}[local_blend]
+        blend_name = {False: "", True: "-blend", "gt": "-blend-gt", "text": "-blend-text"}[local_blend]
+        self.name = variant + ("-blend-caption" if local_blend == "text" and blend_text == "caption" else blend_name)
         self.variant, self.local_blend = variant, local_blend
         self.editor = DDPMEditor.from_pretrained(model, device=device)
         self.editor.set_progress_bar_config(disable=True)

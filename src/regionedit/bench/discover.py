@@ -113,6 +113,7 @@ def bench_directions(
     model = _model(model_name, device)
     size = size or model.native_resolution
     net = probe or probes.load_probe("faces")
+    # the split is named only when it is not the benchmark, so progress files of earlier runs still resume
     settings = {"model": model_name, "method": method, "count": count, "strength": strength, "dilation": dilation,
                 "max_iterations": max_iterations, "size": size, **({"split": split} if split != "benchmark" else {})}
     done = _read_progress(progress_file, settings)

@@ -143,9 +143,10 @@ def eval_vae(count: int = 256, device=None, split: str = "benchmark", location: 
     renders of the world its card names (scenes unless it says faces): encode's mode, then decode."""
     from diffusers import AutoencoderKL
 
+    from regionedit.models.loading import embedded_components
     from regionedit.toyworld.latent import reconstruction_psnr
 
-    folder = probes.WEIGHTS_DIR / str(location)[4:] if str(location).startswith("toy/") else Path(location)
+    folder = embedded_components().get(str(location), Path(location))
     card = folder / "card.json"
     world = (json.loads(card.read_text()).get("settings", {}).get("world") if card.exists() else None) or "scenes"
     vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32).to(device or "cpu")

@@ -85,20 +85,19 @@ def latent_unet(in_channels: int = LATENT_CHANNELS, width: tuple[int, ...] = (48
 
 
 # ------------------------------------------------------------------------------- autoencoder
-WORLDS = ("scenes", "faces")
+# the toy worlds' own "sample and render these seeds" functions
+WORLD_RENDERERS = {"scenes": scenes_world.generate_scenes, "faces": faces_world.generate_faces}
 
 
 def _check_world(world: str) -> None:
-    if world not in WORLDS:
-        raise ValueError(f"unknown toy world {world!r} ({', '.join(WORLDS)})")
+    if world not in WORLD_RENDERERS:
+        raise ValueError(f"unknown toy world {world!r} ({', '.join(WORLD_RENDERERS)})")
 
 
 def render_world(world: str, seeds, device="cpu") -> torch.Tensor:
     """Renders (B×3×64×64 in [0, 1]) of toy scenes or faces drawn from ``seeds``."""
     _check_world(world)
-    if world == "faces":
-        return faces_world.render(faces_world.sample_factors(seeds), device=device).images
-    return render_scene_images(scenes_world.sample_params(seeds), device)[0]
+    return WORLD_RENDERERS[world](seeds, device=device).images
 
 
 class WorldImages(Stream):
@@ -181,16 +180,12 @@ class LatentEncoding:
         return z * self.vae.config.scaling_factor if scaled else z
 
 
-class LatentWorldImages(Stream):
+class LatentWorldImages(WorldImages):
     """Latents of a toy world's train renders, unconditional (the latent faces model)."""
 
     def __init__(self, encoding: LatentEncoding | None, batch: int, world: str = "faces", seed: int = 0):
-        super().__init__(batch, seed)
-        _check_world(world)
-        self.encoding, self.world = encoding, world
-
-    def make(self, b):
-        return {"seeds": self.seeds(b)}
+        super().__init__(batch, seed, world)
+        self.encoding = encoding
 
     def materialise(self, item, device):
         return LatentBatch(self.encoding.latents(render_world(self.world, item["seeds"], device)))
