@@ -271,6 +271,18 @@ def test_bench_directions_plumbing_on_the_tiny_model():
     assert set(ratios) == {"eyes", "mouth"} and all(r["median"] > 0 and 0 <= r["share_at_least_5x"] <= 1 for r in ratios.values())
 
 
+def test_bench_directions_sweeps_the_complement_rank_and_the_timestep():
+    from regionedit.bench.discover import bench_directions
+
+    settings = dict(count=1, max_iterations=2, size=32, split="validation")
+    default = bench_directions("tiny/pixel-ddpm", torch.device("cpu"), **settings)
+    assert (default["complement_rank"], default["timestep"]) == (8, 500)
+    for change in ({"complement_rank": 1}, {"timestep": 300}):
+        swept = bench_directions("tiny/pixel-ddpm", torch.device("cpu"), **settings, **change)
+        assert {key: swept[key] for key in change} == change
+        assert swept["mean_energy_inside"] != default["mean_energy_inside"]  # the setting reached the method
+
+
 def test_bench_directions_resumes_after_an_interruption(tmp_path, monkeypatch):
     from regionedit.bench import discover
 

@@ -445,15 +445,22 @@ def test_bare_share_sets_how_often_present_objects_are_named_by_their_kind_alone
 
     scenes = scenes_world.generate_scenes(split_seeds("validation", 300))
 
-    def bare_share(share):
-        phrases, slots = object_phrases(scenes.params, torch.Generator().manual_seed(0), True, bare_share=share)
-        present = [p for p, s in zip(phrases, slots, strict=True) if s >= 0]
-        return sum(len(p.split()) == 2 for p in present) / len(present)
+    def bare_share(share, absent_share=None, absent=False):
+        phrases, slots = object_phrases(scenes.params, torch.Generator().manual_seed(0), True, bare_share=share,
+                                        absent_bare_share=absent_share)
+        named = [p for p, s in zip(phrases, slots, strict=True) if (s < 0) == absent]
+        return sum(len(p.split()) == 2 for p in named) / len(named)
 
     assert bare_share(1.0) == 1.0 and bare_share(0.0) == 0.0
     assert 0.5 < bare_share(0.6) < 0.7 and 0.25 < bare_share(None) < 0.42  # ±3.5 binomial σ at ~240 phrases
+    # absent kinds (~60 phrases) keep the default mix unless their own share is set
+    assert 0.15 < bare_share(1.0, absent=True) < 0.55
+    assert bare_share(0.0, 1.0, absent=True) == 1.0 and bare_share(1.0, 0.0, absent=True) == 0.0
+    assert bare_share(0.6, 1.0) == bare_share(0.6)  # and they leave present objects' names alone
     with pytest.raises(RegionEditError, match="bare_share is a probability"):
         SegmentStream(None, 8, bare_share=1.5)
+    with pytest.raises(RegionEditError, match="absent_bare_share is a probability"):
+        SegmentStream(None, 8, absent_bare_share=-0.1)
 
 
 def test_empty_mask_peak_loss_punishes_the_brightest_pixel_of_empty_masks_only():
@@ -578,10 +585,12 @@ def test_clipseg_trains_with_the_kind_loss_only_beside_a_tuned_vision_tower(trai
     args = ["toyworld", "train", "scenes-clipseg", "--smoke", "--weights", str(tmp_path), "-q"]
     assert main([*args, "--kind-weight", "1"]) == 2  # the vision tower must be tuned
     assert main([*args, "--bare-share", "2"]) == 2  # a probability
-    assert main([*args, "--kind-weight", "1", "--tune-vision", "--bare-share", "0.6"]) == 0
+    assert main([*args, "--absent-bare-share", "-1"]) == 2
+    assert main([*args, "--kind-weight", "1", "--tune-vision", "--bare-share", "0.6", "--absent-bare-share", "0.5"]) == 0
     card = json.loads((tmp_path / "scenes-clipseg" / "card.json").read_text())
-    assert card["reproduce"].endswith("--dice-weight 1 --kind-weight 1 --bare-share 0.6 --tune-vision")
+    assert card["reproduce"].endswith("--dice-weight 1 --kind-weight 1 --bare-share 0.6 --absent-bare-share 0.5 --tune-vision")
     assert "bare kind 60% of the time" in card["settings"]["data"]
+    assert "absent kinds named bare 50% of the time" in card["settings"]["data"]
     assert "per-patch kind loss" in card["settings"]["data"]
     # the head is not part of the saved segmenter: the folder loads as a plain CLIPSeg, no key left over
     _, info = CLIPSegForImageSegmentation.from_pretrained(tmp_path / "scenes-clipseg", output_loading_info=True)

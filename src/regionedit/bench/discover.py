@@ -26,6 +26,7 @@ from regionedit.images import atomic_write
 from regionedit.masks import dilate, face_part_mask
 from regionedit.methods import jica, rbe
 from regionedit.methods.hspace_edit import (
+    DEFAULT_TIMESTEP,
     EditStart,
     sample_with_direction,
     start_from_image,
@@ -104,18 +105,24 @@ def bench_directions(
     model_name: str, device: torch.device, method: str = "rbe", count: int = 50, strength: float = 30.0,
     dilation: int = 3, max_iterations: int = 50, probe=None, size: int | None = None,
     progress_file: str | Path | None = None, split: str = "benchmark",
+    complement_rank: int = rbe.DEFAULT_COMPLEMENT_RANK, timestep: int = DEFAULT_TIMESTEP,
 ) -> dict:
     """Locality, factors moved and transfer of the top directions found on toy faces of ``split``
     (``validation`` to choose settings such as the strength; figures are reported on the benchmark).
 
     ``progress_file``: one JSON line per finished face (after a line of settings); a run that finds
-    the file with the same settings continues after its last face, so an interrupted hour is not lost."""
+    the file with the same settings continues after its last face, so an interrupted hour is not lost.
+    ``complement_rank`` (RBE's r) and ``timestep`` (where the directions are found and applied from)
+    are the settings a validation sweep chooses."""
     model = _model(model_name, device)
     size = size or model.native_resolution
     net = probe or probes.load_probe("faces")
-    # the split is named only when it is not the benchmark, so progress files of earlier runs still resume
+    # settings are named only where they differ from the defaults, so progress files of earlier runs still resume
+    changed = {key: value for key, value, default in (("split", split, "benchmark"), ("timestep", timestep, DEFAULT_TIMESTEP),
+                                                      ("complement_rank", complement_rank, rbe.DEFAULT_COMPLEMENT_RANK))
+               if value != default}
     settings = {"model": model_name, "method": method, "count": count, "strength": strength, "dilation": dilation,
-                "max_iterations": max_iterations, "size": size, **({"split": split} if split != "benchmark" else {})}
+                "max_iterations": max_iterations, "size": size, **changed}
     done = _read_progress(progress_file, settings)
     faces = faces_world.generate_faces(split_seeds(split, count + 1), size=size)
     regions = {"eyes": face_part_mask("eyes", (size, size)), "mouth": face_part_mask("mouth", (size, size))}
@@ -124,7 +131,7 @@ def bench_directions(
 
     def find(start: EditStart):
         if method == "rbe":
-            return rbe.discover(model, start, regions["eyes"], max_iterations=max_iterations)
+            return rbe.discover(model, start, regions["eyes"], complement_rank=complement_rank, max_iterations=max_iterations)
         return jica.discover(model, start, [regions["eyes"], regions["mouth"]], region_names=["eyes", "mouth"],
                              max_iterations=max_iterations)
 
@@ -136,7 +143,7 @@ def bench_directions(
     def measure(i: int, transferred: torch.Tensor) -> dict:
         """Face i: its own top directions (locality, factors moved, own/other), and face 0's top direction on it."""
         began = time.perf_counter()
-        start = start_from_image(model, faces.images[i : i + 1])
+        start = start_from_image(model, faces.images[i : i + 1], timestep)
         directions = find(start)
         reference = _edit(model, start, None, 0.0)
         record = {"face": i, "moved": []}
@@ -158,7 +165,7 @@ def bench_directions(
         return record
 
     began = time.perf_counter()
-    source_directions = find(start_from_image(model, faces.images[:1]))
+    source_directions = find(start_from_image(model, faces.images[:1], timestep))
     transferred = source_directions.vectors[top3(source_directions)[0]]
     records = list(done)
     for i in range(len(records) + 1, count + 1):
@@ -169,6 +176,7 @@ def bench_directions(
     return {
         "benchmark": "directions", "split": split, "method": method, "model": model_name, "device": str(device), "count": count,
         "size": size, "strength": strength, "dilation": dilation, "max_iterations": max_iterations,
+        "timestep": timestep, **({"complement_rank": complement_rank} if method == "rbe" else {}),
         "region": "eyes" if method == "rbe" else "eyes+mouth (individual eyes direction)",
         **summarise_directions(records, method),
         "seconds": round(time.perf_counter() - began + sum(r["seconds"] for r in done), 1),

@@ -25,6 +25,7 @@ from regionedit.cli.common import (
     dtype,
     pair,
 )
+from regionedit import defaults
 from regionedit.errors import RegionEditError
 
 
@@ -189,11 +190,14 @@ BENCHES: dict[str, Bench] = {
         "toy faces: locality, factors moved and transfer of RBE/JICA directions (with --json, resumable: "
         "each face is kept in JSON.partial.jsonl until the run ends)", "regionedit.bench.discover:bench_directions",
         lambda bench, a: bench(a.model, device(a), method=a.method, count=a.n, strength=a.strength,
-                               max_iterations=a.max_iterations, split=a.split,
+                               max_iterations=a.max_iterations, split=a.split, complement_rank=a.r, timestep=a.timestep,
                                progress_file=f"{a.json}.partial.jsonl" if a.json else None), (
             ModelOptions(task="rbe"), arg("--method", choices=("rbe", "jica"), default="rbe"),
             arg("--n", type=int, default=50, help="faces (default 50)"), arg("--strength", type=float, default=30.0),
-            arg("--max-iterations", type=int, default=50), JSON,
+            arg("--max-iterations", type=int, default=50),
+            arg("--r", type=int, default=defaults.RBE_COMPLEMENT_RANK, help="RBE: the complement rank r (default %(default)s)"),
+            arg("--timestep", type=int, default=defaults.HSPACE_TIMESTEP,
+                help="the timestep the directions are found at and applied from (default %(default)s)"), JSON,
             arg("--split", choices=("benchmark", "validation"), default="benchmark",
                 help="validation: for choosing settings (e.g. the strength); figures are reported on the benchmark split"))),
     "rdm": Bench(

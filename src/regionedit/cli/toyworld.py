@@ -47,6 +47,8 @@ def add_toyworld(commands) -> None:
                        help="scenes-clipseg: name each scene of a batch by K phrases (batch / K scenes; default 1)")
     train.add_argument("--bare-share", type=float,
                        help="scenes-clipseg: probability of naming a present object by its bare kind ('the ball'; default 1/3)")
+    train.add_argument("--absent-bare-share", type=float,
+                       help="scenes-clipseg: the same for a phrase naming an absent kind (default 1/3)")
     train.add_argument("--learning-rate", type=float,
                        help="peak learning rate (default: the documented setting; lower it to anneal a resumed run)")
 
@@ -71,5 +73,6 @@ def cmd_train(args: argparse.Namespace) -> int:
           evaluate=not args.no_evaluate, decoder_only=args.decoder_only,
           dice_weight=args.dice_weight, absent_weight=args.absent_weight,
           learning_rate=args.learning_rate, tune_text=args.tune_text, tune_vision=args.tune_vision,
-          phrases_per_scene=args.phrases_per_scene, kind_weight=args.kind_weight, bare_share=args.bare_share)
+          phrases_per_scene=args.phrases_per_scene, kind_weight=args.kind_weight, bare_share=args.bare_share,
+          absent_bare_share=args.absent_bare_share)
     return 0

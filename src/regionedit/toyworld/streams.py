@@ -156,14 +156,17 @@ class ClipStream(Stream):
 
 
 def object_phrases(params: dict, generator: torch.Generator, coloured_absent: bool = False,
-                   bare_share: float | None = None) -> tuple[list[str], list[int]]:
+                   bare_share: float | None = None, absent_bare_share: float | None = None) -> tuple[list[str], list[int]]:
     """One phrase per scene naming an object ("the ball", "a red ball", "the red ball") or, one time
     in five, a kind that is absent; and the named object's slot (−1: absent, an empty mask).
     ``coloured_absent`` (training): absent kinds are named in all three styles, with a random colour,
     not only as "the ball"; otherwise a segmenter learns that a bare kind means an empty mask, and
     leaves present objects named that way empty too (bench/results/clipseg-ablation-absent-cpu.json).
     ``bare_share`` (training): the probability that a present object is named by its bare kind
-    ("the ball", which only its shape answers); default: each style a third of the time."""
+    ("the ball", which only its shape answers); default: each style a third of the time.
+    ``absent_bare_share`` (training, with ``coloured_absent``): the same for an absent kind; raising
+    ``bare_share`` alone makes a bare phrase mean "present" more often, and the segmenter then fills
+    the masks of bare absent kinds, the benchmark's style (bench/results/clipseg-ablation-bare-share-cpu.json)."""
     phrases, slots = [], []
     for i in range(params["ground"].shape[0]):
         objects = scenes_world.scene_objects(params, i)
@@ -172,16 +175,16 @@ def object_phrases(params: dict, generator: torch.Generator, coloured_absent: bo
             kind = absent[int(torch.randint(len(absent), (1,), generator=generator))]
             colour = scenes_world.COLOURS[int(torch.randint(len(scenes_world.COLOURS), (1,), generator=generator))] \
                 if coloured_absent else None
-            phrases.append(_phrase(kind, colour, int(torch.randint(3, (1,), generator=generator)) if coloured_absent else 0))
+            phrases.append(_phrase(kind, colour, _style(generator, absent_bare_share) if coloured_absent else 0))
             slots.append(-1)
             continue
         obj = objects[int(torch.randint(len(objects), (1,), generator=generator))]
-        phrases.append(_phrase(obj["kind"], obj["colour"], _present_style(generator, bare_share)))
+        phrases.append(_phrase(obj["kind"], obj["colour"], _style(generator, bare_share)))
         slots.append(obj["slot"])
     return phrases, slots
 
 
-def _present_style(generator: torch.Generator, bare_share: float | None) -> int:
+def _style(generator: torch.Generator, bare_share: float | None) -> int:
     if bare_share is None:
         return int(torch.randint(3, (1,), generator=generator))
     if torch.rand(1, generator=generator).item() < bare_share:
@@ -208,21 +211,25 @@ class SegmentStream(Stream):
     scenes, each named by K phrases drawn independently (so each phrase is drawn as with K = 1),
     phrase k of scene s at row s·K + k. A batch is (pixels of the batch / K scenes, batch phrase ids,
     batch masks, the scenes' kind maps: per pixel 0 where no object shows, else 1 + its kind's index
-    in ``KINDS``). The vision tower then runs once per scene (see ``clipseg_logits``). ``bare_share``:
-    as :func:`object_phrases`."""
+    in ``KINDS``). The vision tower then runs once per scene (see ``clipseg_logits``). ``bare_share``,
+    ``absent_bare_share``: as :func:`object_phrases`."""
 
-    def __init__(self, tokenizer, batch: int, seed: int = 0, phrases_per_scene: int = 1, bare_share: float | None = None):
+    def __init__(self, tokenizer, batch: int, seed: int = 0, phrases_per_scene: int = 1, bare_share: float | None = None,
+                 absent_bare_share: float | None = None):
         if phrases_per_scene < 1 or batch % phrases_per_scene:
             raise RegionEditError(f"the batch ({batch}) must be a multiple of phrases_per_scene ({phrases_per_scene})")
-        if bare_share is not None and not 0 <= bare_share <= 1:
-            raise RegionEditError(f"bare_share is a probability in [0, 1], got {bare_share}")
+        for setting, share in (("bare_share", bare_share), ("absent_bare_share", absent_bare_share)):
+            if share is not None and not 0 <= share <= 1:
+                raise RegionEditError(f"{setting} is a probability in [0, 1], got {share}")
         super().__init__(batch // phrases_per_scene, seed)
-        self.tokenizer, self.phrases_per_scene, self.bare_share = tokenizer, phrases_per_scene, bare_share
+        self.tokenizer, self.phrases_per_scene = tokenizer, phrases_per_scene
+        self.bare_share, self.absent_bare_share = bare_share, absent_bare_share
 
     def make(self, b):
         params = scenes_world.sample_params(self.seeds(b))
         named = {key: values.repeat_interleave(self.phrases_per_scene, 0) for key, values in params.items()}
-        phrases, slots = object_phrases(named, self.generator(b), coloured_absent=True, bare_share=self.bare_share)
+        phrases, slots = object_phrases(named, self.generator(b), coloured_absent=True, bare_share=self.bare_share,
+                                        absent_bare_share=self.absent_bare_share)
         return {"params": params, "ids": token_ids(self.tokenizer, phrases), "slots": torch.tensor(slots)}
 
     def materialise(self, item, device):

@@ -65,7 +65,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
           dice_weight: float | None = None, absent_weight: float | None = None,
           learning_rate: float | None = None, tune_text: bool = False, tune_vision: bool = False,
           phrases_per_scene: int | None = None, kind_weight: float | None = None,
-          bare_share: float | None = None) -> Path:
+          bare_share: float | None = None, absent_bare_share: float | None = None) -> Path:
     """Train ``name``; prerequisites are read from ``weights`` (default: the package's weights).
     ``resume``: start from the weights already in the output folder (a finished run or a checkpoint;
     the optimiser starts afresh) and add this run to the card's history. ``speed``: a
@@ -78,7 +78,8 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     ``kind_weight`` (scenes-clipseg with ``tune_vision``): weight of the vision tower's auxiliary
     per-patch kind loss (default: the spec's, else 0; see :func:`~regionedit.toyworld.training.train_clipseg`).
     ``bare_share`` (scenes-clipseg): the probability that a present object is named by its bare kind
-    ("the ball"; default: a third, like each of the two coloured styles).
+    ("the ball"; default: a third, like each of the two coloured styles); ``absent_bare_share`` the
+    same for a phrase naming an absent kind (the absent-empty term's negatives).
     ``learning_rate``: replaces the spec's (for example a lower rate to anneal a resumed run).
     ``evaluate=False``: leave the bar to `regionedit bench toymodels` (runs of an ablation are
     compared on the validation split; only the chosen one is measured on the benchmark split).
@@ -89,7 +90,8 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
                               "(CLI: --decoder-only --resume)")
     for setting, value in (("dice_weight", dice_weight), ("absent_weight", absent_weight), ("tune_text", tune_text or None),
                            ("tune_vision", tune_vision or None), ("phrases_per_scene", phrases_per_scene),
-                           ("kind_weight", kind_weight), ("bare_share", bare_share)):
+                           ("kind_weight", kind_weight), ("bare_share", bare_share),
+                           ("absent_bare_share", absent_bare_share)):
         if value is not None and MODELS.get(name, {}).get("kind") != "clipseg":
             raise RegionEditError(f"{setting} is a scenes-clipseg setting (CLI: --{setting.replace('_', '-')})")
     if name not in TRAINABLE:
@@ -110,8 +112,9 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
         raise RegionEditError("kind_weight trains the vision tower: add tune_vision (CLI: --kind-weight W --tune-vision)")
     if phrases_per_scene is not None and phrases_per_scene < 1:
         raise RegionEditError(f"phrases_per_scene must be at least 1, got {phrases_per_scene} (CLI: --phrases-per-scene)")
-    if bare_share is not None and not 0 <= bare_share <= 1:
-        raise RegionEditError(f"bare_share is a probability in [0, 1], got {bare_share} (CLI: --bare-share)")
+    for setting, share in (("bare_share", bare_share), ("absent_bare_share", absent_bare_share)):
+        if share is not None and not 0 <= share <= 1:
+            raise RegionEditError(f"{setting} is a probability in [0, 1], got {share} (CLI: --{setting.replace('_', '-')})")
     if learning_rate is not None and not learning_rate > 0:
         raise RegionEditError(f"learning_rate must be positive, got {learning_rate} (CLI: --learning-rate)")
     budget = Budget(2 if smoke else (steps or spec["steps"]), None if smoke or minutes is None else 60 * minutes)
@@ -130,6 +133,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
                "kind_weight": kind_weight if kind_weight is not None else spec.get("kind_weight", 0.0),
                "decoder_only": decoder_only, "tune_text": tune_text, "tune_vision": tune_vision,
                "phrases_per_scene": 1 if phrases_per_scene is None else phrases_per_scene, "bare_share": bare_share,
+               "absent_bare_share": absent_bare_share,
                "learning_rate": learning_rate if learning_rate is not None else spec["learning_rate"]}
     began = time.perf_counter()
     torch.manual_seed(0)  # before any model is built: its initial weights are part of the recipe
@@ -186,7 +190,8 @@ def _recipe_flags(c: dict) -> str:
         flags += "".join(f" --{setting.replace('_', '-')} {c[setting]:g}"
                          for setting in ("dice_weight", "absent_weight", "kind_weight") if c.get(setting))
         flags += f" --phrases-per-scene {c['phrases_per_scene']}" if c.get("phrases_per_scene", 1) != 1 else ""
-        flags += f" --bare-share {c['bare_share']:g}" if c.get("bare_share") is not None else ""
+        flags += "".join(f" --{setting.replace('_', '-')} {c[setting]:g}"
+                         for setting in ("bare_share", "absent_bare_share") if c.get(setting) is not None)
     documented_rate = c.get("spec", {}).get("learning_rate")
     if c.get("learning_rate", documented_rate) != documented_rate:
         flags += f" --learning-rate {c['learning_rate']:g}"
@@ -354,7 +359,8 @@ def _clipseg(c: dict):
                                  c["workers"], c["log"], checkpoint, start=start,
                                  dice_weight=c["dice_weight"], absent_weight=c["absent_weight"], tune_text=c["tune_text"],
                                  tune_vision=c["tune_vision"], phrases_per_scene=c["phrases_per_scene"],
-                                 kind_weight=c["kind_weight"], bare_share=c["bare_share"])
+                                 kind_weight=c["kind_weight"], bare_share=c["bare_share"],
+                                 absent_bare_share=c["absent_bare_share"])
     _save_transformers(c["folder"], model, tokenizer)
     segmenter = TextSegmenter(model.float().eval(), tokenizer, c["name"])
     evaluate = lambda: eval_clipseg(segmenter, 8 if c["smoke"] else 200)  # noqa: E731
@@ -363,6 +369,8 @@ def _clipseg(c: dict):
         data += f", {c['phrases_per_scene']} phrases per scene"
     if c["bare_share"] is not None:
         data += f", present objects named by their bare kind {c['bare_share']:.0%} of the time"
+    if c["absent_bare_share"] is not None:
+        data += f", absent kinds named bare {c['absent_bare_share']:.0%} of the time"
     if c["kind_weight"]:
         data += f", an auxiliary per-patch kind loss on the vision tower (weight {c['kind_weight']:g})"
     towers = ", ".join(f"{tower} tower {'fine-tuned' if c[f'tune_{tower}'] else 'frozen'}" for tower in ("text", "vision"))

@@ -197,7 +197,8 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
                   device="cpu", workers: int = 0, log=None, checkpoint=None, seed: int = 0,
                   start: CLIPSegForImageSegmentation | None = None, dice_weight: float = 0.0,
                   absent_weight: float = 0.0, tune_text: bool = False, tune_vision: bool = False,
-                  phrases_per_scene: int = 1, kind_weight: float = 0.0, bare_share: float | None = None):
+                  phrases_per_scene: int = 1, kind_weight: float = 0.0, bare_share: float | None = None,
+                  absent_bare_share: float | None = None):
     """CLIPSeg on the toy CLIP's towers, trained on (scene, object phrase) → visible mask; both towers
     frozen, as in the CLIPSeg paper (transformers' CLIPSeg runs them under ``no_grad``).
     ``tune_text``: fine-tune the text tower too (the toy CLIP saw only whole-scene captions, and its
@@ -218,7 +219,8 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
     that reads from each patch token of its last layer the share of each object kind (or none) in
     that patch (:class:`KindHead`; a web-scale CLIP knows its objects' kinds, the toy one barely does).
     The head is trained beside CLIPSeg and not saved (a resumed run starts a new one). ``bare_share``:
-    how often a present object is named by its bare kind (:func:`~regionedit.toyworld.streams.object_phrases`)."""
+    how often a present object is named by its bare kind, ``absent_bare_share`` an absent one
+    (:func:`~regionedit.toyworld.streams.object_phrases`)."""
     torch.manual_seed(seed)
     model = start
     if model is None:
@@ -227,7 +229,7 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
         assert not [k for k in missing.missing_keys if not k.endswith("position_ids")], missing
     if kind_weight and not tune_vision:
         raise ValueError("kind_weight trains the vision tower: use it with tune_vision")
-    data = batches(SegmentStream(tokenizer, batch, seed, phrases_per_scene, bare_share), device, workers)
+    data = batches(SegmentStream(tokenizer, batch, seed, phrases_per_scene, bare_share, absent_bare_share), device, workers)
     trainer = Trainer(KindHead(model) if kind_weight else model, device, learning_rate, weight_decay=0.01)
     segmenter = (lambda module: module.segmenter) if kind_weight else (lambda module: module)
 
