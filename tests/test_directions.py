@@ -276,7 +276,7 @@ def test_bench_directions_sweeps_the_complement_rank_and_the_timestep():
 
     settings = dict(count=1, max_iterations=2, size=32, split="validation")
     default = bench_directions("tiny/pixel-ddpm", torch.device("cpu"), **settings)
-    assert (default["complement_rank"], default["timestep"]) == (8, 500)
+    assert (default["complement_rank"], default["timestep"]) == (16, 500)
     for change in ({"complement_rank": 1}, {"timestep": 300}):
         swept = bench_directions("tiny/pixel-ddpm", torch.device("cpu"), **settings, **change)
         assert {key: swept[key] for key in change} == change

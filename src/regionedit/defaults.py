@@ -28,8 +28,8 @@ Sources:
   and 1000 (LPIPS). Ours: deterministic DDIM sampling (η = 0).
 - RBE: "Unsupervised Region-Based Image Editing of Denoising Diffusion Models" (Li et al., AAAI
   2025) and its released code: the Jacobian at t = 500 of a 40-step DDIM schedule, 50 subspace
-  iterations, γ = ±30; k = 3 directions and a complement of rank 8 are ours (the code removes
-  rank 1). Directions are applied with deterministic DDIM (η = 0; the code samples with 0.5).
+  iterations, γ = ±30; k = 3 directions and a complement of rank 16 are ours (the code removes
+  rank 1; 16 was chosen on validation faces). Directions are applied with deterministic DDIM (η = 0; the code samples with 0.5).
 - JICA: "Enabling Local Editing in Diffusion Models by Joint and Individual Component Analysis"
   (Kouzelis et al., BMVC 2024) has no public code; ours: SVD rank p = 10, joint rank r_C = 2,
   individual rank r_A = 3, at RBE's timestep and schedule.
@@ -91,7 +91,7 @@ HSPACE_MAX_ITERATIONS = 50
 HSPACE_TOLERANCE = 1e-5  # ours
 HSPACE_ETA = 0.0  # ours: deterministic DDIM when applying a direction
 RBE_K = 3  # ours
-RBE_COMPLEMENT_RANK = 8  # ours (the code: 1)
+RBE_COMPLEMENT_RANK = 16  # ours (the code: 1), chosen on validation faces: bench/results/rbe-complement-rank-validation-cpu.json
 RBE_STRENGTH = 30.0
 RBE_STRIP = (-30.0, -15.0, 0.0, 15.0, 30.0)  # γ values of a slider strip
 JICA_SVD_RANK = 10  # ours (no public code)
