@@ -309,3 +309,21 @@ def test_bench_directions_resumes_after_an_interruption(tmp_path, monkeypatch):
     assert resumed["resumed_after_faces"] == 2 and not progress.exists()
     figures = [k for k in whole if k not in ("seconds", "machine", "resumed_after_faces")]
     assert {k: resumed[k] for k in figures} == {k: whole[k] for k in figures}
+
+
+def test_bench_directions_refuses_progress_written_before_the_complement_rank_was_named(tmp_path):
+    """Files from before r was recorded ran at r = 8: a run at today's r = 16 must not continue them."""
+    from regionedit.bench import discover
+
+    settings = {"model": "tiny/pixel-ddpm", "method": "rbe", "count": 2, "strength": 30.0, "dilation": 3,
+                "max_iterations": 1, "size": 32}
+    progress = tmp_path / "rbe.json.partial.jsonl"
+    record = {"face": 1, "moved": [], "locality": 0.5, "single": False, "transfer": 0.5, "seconds": 1.0}
+    progress.write_text(json.dumps({"settings": settings}) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(RegionEditError, match="other settings"):
+        discover.bench_directions("tiny/pixel-ddpm", torch.device("cpu"), progress_file=progress, count=2,
+                                  max_iterations=1, size=32, complement_rank=16)
+    assert progress.read_text().count("\n") == 2  # refused, and nothing lost
+    resumed = discover.bench_directions("tiny/pixel-ddpm", torch.device("cpu"), progress_file=progress, count=2,
+                                        max_iterations=1, size=32, complement_rank=8)
+    assert resumed["resumed_after_faces"] == 1 and resumed["complement_rank"] == 8

@@ -117,12 +117,9 @@ def bench_directions(
     model = _model(model_name, device)
     size = size or model.native_resolution
     net = probe or probes.load_probe("faces")
-    # settings are named only where they differ from the defaults, so progress files of earlier runs still resume
-    changed = {key: value for key, value, default in (("split", split, "benchmark"), ("timestep", timestep, DEFAULT_TIMESTEP),
-                                                      ("complement_rank", complement_rank, rbe.DEFAULT_COMPLEMENT_RANK))
-               if value != default}
     settings = {"model": model_name, "method": method, "count": count, "strength": strength, "dilation": dilation,
-                "max_iterations": max_iterations, "size": size, **changed}
+                "max_iterations": max_iterations, "size": size, "split": split, "timestep": timestep,
+                **({"complement_rank": complement_rank} if method == "rbe" else {})}
     done = _read_progress(progress_file, settings)
     faces = faces_world.generate_faces(split_seeds(split, count + 1), size=size)
     regions = {"eyes": face_part_mask("eyes", (size, size)), "mouth": face_part_mask("mouth", (size, size))}
@@ -206,6 +203,16 @@ def summarise_directions(records: list[dict], method: str) -> dict:
     return summary
 
 
+# what a progress file written before a setting was named had run with (RBE's r was 8 until 2026-12-03)
+IMPLIED_SETTINGS = {"split": "benchmark", "timestep": DEFAULT_TIMESTEP}
+IMPLIED_RBE_SETTINGS = {"complement_rank": 8}
+
+
+def _with_implied_settings(stored: dict) -> dict:
+    implied = {**IMPLIED_SETTINGS, **(IMPLIED_RBE_SETTINGS if stored.get("method") == "rbe" else {})}
+    return {**implied, **stored}
+
+
 def _read_progress(path: str | Path | None, settings: dict) -> list[dict]:
     """The faces already measured with these settings (none without a file). The file is rewritten
     with what was read, so a line torn by an interruption is dropped before anything is appended."""
@@ -216,6 +223,8 @@ def _read_progress(path: str | Path | None, settings: dict) -> list[dict]:
         header = json.loads(lines[0]) if lines else {"settings": settings}
     except json.JSONDecodeError:
         header = None
+    if isinstance(header, dict) and isinstance(header.get("settings"), dict):
+        header = {"settings": _with_implied_settings(header["settings"])}
     if header != {"settings": settings}:
         raise RegionEditError(f"{path} holds faces measured with other settings ({header}): "
                               "use the same settings or remove the file")

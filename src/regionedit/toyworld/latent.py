@@ -17,7 +17,7 @@ most of a target is a copy of the source, and the uniform loss spends most of it
 
 - ``faces-vae`` / ``faces-ldm`` (a candidate to replace the pixel ``faces-ddpm`` for RBE/JICA at 1/16 of
   its cost per sample): the same autoencoder tuned from ``scenes-vae`` on face renders, and an
-  unconditional ``UNet2DModel`` on its latents (self-attention at 8² and 4²), v-prediction as above.
+  unconditional ``UNet2DModel`` on its latents (16² → 8², self-attention and h-space at 8²), v-prediction as above.
 
 Where we differ from SD/IP2P: tiny widths, attention only at 8²/4², the pooled-text embedding, an
 edit-region loss weight (off when ``edit_weight`` = 1).
@@ -64,14 +64,18 @@ def latent_schedule() -> DDIMScheduler:
                          set_alpha_to_one=True, prediction_type="v_prediction")
 
 
-def faces_latent_unet(width: tuple[int, ...] = (48, 64, 96)) -> UNet2DModel:
-    """The unconditional latent UNet of toy faces, 2.1 M parameters (4 MB in fp16, so that it and
-    faces-vae fit the weight budget in place of faces-ddpm): 16² → 8² → 4², self-attention at 8² and
-    4²; h-space (the mid block) is 96×4×4. ~1 s per batch-64 step on one core thread (faces-ddpm: 14)."""
+def faces_latent_unet(width: tuple[int, ...] = (64, 96)) -> UNet2DModel:
+    """The unconditional latent UNet of toy faces, one level per width, self-attention at every level
+    below 16². The default, 16² → 8² with its mid block at 8², has RBE's h-space at 96×8×8 as
+    faces-ddpm's (1.8 M parameters, ~0.75 s per batch-64 step on one core thread; faces-ddpm: 14):
+    with the first candidate's third level (``(48, 64, 96)``, h-space 96×4×4, 2.1 M) the eye
+    directions kept 0.77 of their change inside the eye region on validation faces, at 8×8 0.92
+    (``bench/results/faces-latent-8x8-validation-cpu.json``)."""
+    levels = len(width)
     return UNet2DModel(sample_size=LATENT_SIZE, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
                        block_out_channels=width, layers_per_block=1, norm_num_groups=16, attention_head_dim=32,
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"))
+                       down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * (levels - 1),
+                       up_block_types=("AttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",))
 
 
 def latent_unet(in_channels: int = LATENT_CHANNELS, width: tuple[int, ...] = (48, 64, 96)) -> UNet2DConditionModel:
