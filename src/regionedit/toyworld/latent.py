@@ -69,7 +69,7 @@ def faces_latent_unet(width: tuple[int, ...] = (64, 96)) -> UNet2DModel:
     below 16². The default, 16² → 8² with its mid block at 8², has RBE's h-space at 96×8×8 as
     faces-ddpm's (1.8 M parameters, ~0.75 s per batch-64 step on one core thread; faces-ddpm: 14):
     with the first candidate's third level (``(48, 64, 96)``, h-space 96×4×4, 2.1 M) the eye
-    directions kept 0.77 of their change inside the eye region on validation faces, at 8×8 0.92
+    directions kept 0.77 of their change inside the eye region on validation faces, at 8×8 0.94
     (``bench/results/faces-latent-8x8-validation-cpu.json``)."""
     levels = len(width)
     return UNet2DModel(sample_size=LATENT_SIZE, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
