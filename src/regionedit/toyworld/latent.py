@@ -67,7 +67,7 @@ def latent_schedule() -> DDIMScheduler:
 def faces_latent_unet(width: tuple[int, ...] = (64, 96)) -> UNet2DModel:
     """The unconditional latent UNet of toy faces, one level per width, self-attention at every level
     below 16². The default, 16² → 8² with its mid block at 8², has RBE's h-space at 96×8×8 as
-    faces-ddpm's (1.8 M parameters, ~0.75 s per batch-64 step on one core thread; faces-ddpm: 14):
+    faces-ddpm's (1.8 M parameters, ~1 s per batch-64 step on one core thread; faces-ddpm: 14):
     with the first candidate's third level (``(48, 64, 96)``, h-space 96×4×4, 2.1 M) the eye
     directions kept 0.77 of their change inside the eye region on validation faces, at 8×8 0.94
     (``bench/results/faces-latent-8x8-validation-cpu.json``)."""
