@@ -9,11 +9,11 @@
 #   SCALE=0.5 bench/train_toy_models.sh          # halve every budget
 #
 # Budgets (minutes, SCALE=1), two trainers at a time, one thread each (on 2 cores two single-thread
-# processes do more work than one process with two threads):
-#   scenes-clip 20 ∥ faces-ddpm 120 (pixel DDPM for RBE/JICA)
-#   scenes-vae 30   (the latent models' autoencoder)
+# processes do more work than one process with two threads); about 5 h 40 min in all:
+#   scenes-clip 20, scenes-vae 30 (the latent scene models' autoencoder), faces-vae 25 + 20 with the
+#     decoder alone (tuned from scenes-vae)   ∥ faces-ddpm 120 (pixel DDPM for pixel editing and JICA)
 #   scenes-instruct 120 ∥ scenes-t2i 120
-#   scenes-instruct-remove 30 ∥ scenes-clipseg 60
+#   scenes-instruct-remove 30, faces-ldm 70 (latent faces DDPM for RBE) ∥ scenes-clipseg 60
 # Then `regionedit bench toymodels --update-cards` measures every bar on the benchmark split.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,14 +50,14 @@ train() {  # NAME MINUTES [options]
     echo "$name done ($how, $(date +%T))"
 }
 
-train scenes-clip 20 &
+{ train scenes-clip 20 && train scenes-vae 30 && train faces-vae 25 &&
+  train faces-vae 20 --decoder-only --learning-rate 5e-4; } &
 train faces-ddpm 120 --pool 16384 &
 wait
-train scenes-vae 30
 train scenes-instruct 120 "${latent[@]}" &
 train scenes-t2i 120 "${latent[@]}" &
 wait
-train scenes-instruct-remove 30 "${latent[@]}" &
+{ train scenes-instruct-remove 30 "${latent[@]}" && train faces-ldm 70 "${latent[@]}"; } &
 train scenes-clipseg 60 &
 wait
 $regionedit bench toymodels --update-cards --json bench/results/toymodels-cpu.json

@@ -30,7 +30,7 @@ def test_demo_writes_a_labelled_gallery(tmp_path):
     from regionedit.models.loading import embedded_models
 
     page = (tmp_path / "index.html").read_text()
-    assert "toy/faces-ddpm" in page
+    assert "toy/faces-ddpm" in page and "toy/faces-ldm" in page  # the pixel DDPM row; RBE and JICA
     scenes = {"toy/scenes-t2i", "toy/scenes-instruct"}
     if scenes <= set(embedded_models()):  # every row is a semantic edit on an embedded model
         assert "PLUMBING" not in page and "tiny/" not in page

@@ -169,7 +169,7 @@ def test_commands_default_to_the_embedded_model_of_their_task(monkeypatch, tmp_p
     from regionedit.errors import RegionEditError
     from regionedit.models import loading
 
-    shipped = {name: tmp_path for name in ("toy/scenes-instruct", "toy/scenes-t2i", "toy/faces-ddpm")}
+    shipped = {name: tmp_path for name in ("toy/scenes-instruct", "toy/scenes-t2i", "toy/faces-ddpm", "toy/faces-ldm")}
     monkeypatch.setattr(loading, "embedded_models", lambda: shipped)
 
     def model_of(*argv: str) -> str:
@@ -184,6 +184,7 @@ def test_commands_default_to_the_embedded_model_of_their_task(monkeypatch, tmp_p
     assert model_of("edit", "ddpm", "a.png", "--shift", "4,0", "-o", "b.png") == "toy/faces-ddpm"  # no text: pixel DDPM
     assert model_of("invert", "a.png", "-o", "a.safetensors") == "toy/faces-ddpm"
     assert model_of("discover", "jica", "a.png", "--mask", "face:eyes", "--mask", "face:mouth", "-o", "d.safetensors") == "toy/faces-ddpm"
+    assert model_of("discover", "rbe", "a.png", "--mask", "face:eyes", "-o", "d.safetensors") == "toy/faces-ldm"
     assert model_of("edit", "zone", "a.png", "x", "-o", "b.png", "--model", "tiny/ip2p") == "tiny/ip2p"  # names still win
     del shipped["toy/scenes-instruct"]
     with pytest.raises(RegionEditError, match="the default toy/scenes-instruct is not in this installation: give a model"):

@@ -263,6 +263,9 @@ def test_bench_directions_plumbing_on_the_tiny_model():
     assert 0.0 <= result["mean_energy_inside"] <= 1.0 and 0.0 <= result["transfer_success"] <= 1.0
     assert sum(result["factors_moved"].values()) == 6  # 3 directions on each of 2 faces
     assert result["share_top_direction_moves_exactly_one_factor"] in (0.0, 0.5, 1.0)
+    assert result["share_exactly_one_factor_counting_hidden_factors"] in (0.0, 0.5, 1.0)
+    assert 0.0 <= result["transfer_to_previous_face_mean_energy_inside"] <= 1.0
+    assert result["transfer_to_previous_face_mean_energy_inside"] != result["transfer_mean_energy_inside"]  # other sources
     assert result["split"] == "benchmark"
     validation = bench_directions("tiny/pixel-ddpm", torch.device("cpu"), count=2, max_iterations=2, size=32, split="validation")
     assert validation["split"] == "validation" and validation["mean_energy_inside"] != result["mean_energy_inside"]  # other faces
@@ -316,7 +319,7 @@ def test_bench_directions_refuses_progress_written_before_the_complement_rank_wa
     from regionedit.bench import discover
 
     settings = {"model": "tiny/pixel-ddpm", "method": "rbe", "count": 2, "strength": 30.0, "dilation": 3,
-                "max_iterations": 1, "size": 32}
+                "max_iterations": 1, "size": 32, "factor_reading": discover.FACTOR_READING}
     progress = tmp_path / "rbe.json.partial.jsonl"
     record = {"face": 1, "moved": [], "locality": 0.5, "single": False, "transfer": 0.5, "seconds": 1.0}
     progress.write_text(json.dumps({"settings": settings}) + "\n" + json.dumps(record) + "\n")
@@ -327,3 +330,34 @@ def test_bench_directions_refuses_progress_written_before_the_complement_rank_wa
     resumed = discover.bench_directions("tiny/pixel-ddpm", torch.device("cpu"), progress_file=progress, count=2,
                                         max_iterations=1, size=32, complement_rank=8)
     assert resumed["resumed_after_faces"] == 1 and resumed["complement_rank"] == 8
+
+
+def test_bench_directions_refuses_progress_that_counted_hidden_factors_as_moved(tmp_path):
+    from regionedit.bench import discover
+
+    settings = {"model": "tiny/pixel-ddpm", "method": "rbe", "count": 2, "strength": 30.0, "dilation": 3,
+                "max_iterations": 1, "size": 32, "complement_rank": 8}
+    progress = tmp_path / "rbe.json.partial.jsonl"
+    record = {"face": 1, "moved": [], "locality": 0.5, "single": False, "transfer": 0.5, "seconds": 1.0}
+    progress.write_text(json.dumps({"settings": settings}) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(RegionEditError, match="hidden factors too"):
+        discover.bench_directions("tiny/pixel-ddpm", torch.device("cpu"), progress_file=progress, count=2,
+                                  max_iterations=1, size=32, complement_rank=8)
+    assert progress.read_text().count("\n") == 2
+
+
+def test_a_factor_hidden_by_the_edit_has_not_moved():
+    """Closing the eyes hides the iris: only eye openness moved, whatever the probe reads of the iris."""
+    from regionedit.bench.discover import _factor_moves
+    from regionedit.toyworld import faces, probes
+
+    net = probes.load_probe("faces")
+    factors = faces.sample_factors([3])
+    factors["eye_openness"][:] = 0.9
+    edits = {"closed": {"eye_openness": 0.05}, "green iris": {"iris_colour": 2 if int(factors["iris_colour"]) != 2 else 1}}
+    reference = faces.render(factors).images
+    for edit, change in edits.items():
+        edited = faces.render({**factors, **{k: torch.full_like(factors[k], v) for k, v in change.items()}}).images
+        moves = _factor_moves(net, reference, edited)
+        moved = {name for name, move in moves.items() if move >= 0.1}
+        assert moved == ({"eye_openness"} if edit == "closed" else {"iris_colour"}), (edit, moves)

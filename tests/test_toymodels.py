@@ -306,7 +306,7 @@ def test_shipped_weights_load_offline_within_budget_and_say_what_they_measured(c
 
     assert weights_size_mb(WEIGHTS_DIR) <= 40
     embedded = embedded_models()
-    assert {"toy/scenes-clip", "toy/faces-ddpm"} <= set(embedded)
+    assert {"toy/scenes-clip", "toy/faces-ddpm", "toy/faces-ldm"} <= set(embedded)
     for name, folder in embedded.items():
         card = json.loads((folder / "card.json").read_text())
         assert card["evaluation"]["meets_bar"] in (True, False) and "command" in card["evaluation"], name
@@ -332,7 +332,7 @@ def test_web_app_defaults_to_the_embedded_models_it_has():
     from regionedit.models.loading import embedded_models
 
     embedded, defaults = embedded_models(), default_models()
-    assert defaults["directions"] == "toy/faces-ddpm"
+    assert (defaults["rbe"], defaults["jica"]) == ("toy/faces-ldm", "toy/faces-ddpm")
     for tab, (toy, tiny) in DEFAULT_MODELS.items():
         assert defaults[tab] == (toy if toy in embedded else tiny)
 

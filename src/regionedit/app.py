@@ -40,7 +40,8 @@ MAX_SIDE = 2048
 # Per tab: the embedded toy model (the same table as the CLI's defaults) when this installation
 # ships it, else the tiny random one.
 DEFAULT_MODELS = {tab: (EMBEDDED_DEFAULTS[TASK_ALIASES.get(tab, tab)], tiny) for tab, tiny in
-                  (("zone", "tiny/ip2p"), ("rdm", "tiny/sd"), ("ddpm", "tiny/sd"), ("directions", "tiny/pixel-ddpm"))}
+                  (("zone", "tiny/ip2p"), ("rdm", "tiny/sd"), ("ddpm", "tiny/sd"), ("rbe", "tiny/pixel-ddpm"),
+                   ("jica", "tiny/pixel-ddpm"))}
 
 
 def default_models() -> dict[str, str]:
@@ -330,10 +331,10 @@ def build(out: str | Path | None = None):
                 ddpm_run = gr.Button("edit", variant="primary", elem_id="ddpm-run")
             with gr.Tab("RBE / JICA (directions)", id="directions", elem_id="tab-directions"):
                 with gr.Row():
-                    method = gr.Radio(["rbe", "jica"], value="rbe", label="method")
+                    method = gr.Radio(["rbe", "jica"], value="rbe", label="method", elem_id="dir-method")
                     regions = gr.Textbox(label="regions besides the brush: face:eyes; face:mouth; x0,y0,x1,y1; text:…; segment:x,y",
                                          elem_id="dir-regions")
-                dir_model = gr.Textbox(tab_models["directions"], label="pixel or latent DDPM")
+                dir_model = gr.Textbox(tab_models["rbe"], label="pixel or latent DDPM", elem_id="dir-model")
                 iterations = gr.Slider(2, 100, defaults.HSPACE_MAX_ITERATIONS, step=1, label="max iterations", elem_id="dir-iterations")
                 discover = gr.Button("discover", variant="primary", elem_id="dir-discover")
                 choice = gr.Dropdown([], label="direction", elem_id="dir-choice")
@@ -351,6 +352,10 @@ def build(out: str | Path | None = None):
             state, labels, message = guarded(discover_directions)(*args)
             return state, gr.Dropdown(choices=labels, value=labels[0] if labels else None), message
 
+        def method_default(chosen: str, model_name: str) -> str:  # a model the user typed stays
+            return tab_models[chosen] if model_name in (tab_models["rbe"], tab_models["jica"]) else model_name
+
+        method.change(method_default, [method, dir_model], dir_model)
         discover.click(discovered, [editor, method, regions, dir_model, iterations], [directions, choice, status])
         for trigger in (strength.release, choice.change):
             trigger(guarded(apply_direction), [directions, choice, strength, dir_model], outputs)

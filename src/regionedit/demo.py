@@ -1,7 +1,7 @@
 """`regionedit demo`: run every method that exists on a few images and write an HTML gallery.
 
-Rows on the embedded toy-world models show real, semantic edits: the faces DDPM's noise space, RBE
-and JICA directions on a rendered toy face; text-based DDPM editing, RDM and ZONE on a rendered toy
+Rows on the embedded toy-world models show real, semantic edits: the pixel faces DDPM's noise space,
+RBE directions of the latent faces model and JICA's of the pixel one, on a rendered toy face; text-based DDPM editing, RDM and ZONE on a rendered toy
 scene with the latent toy models, each with its ground truth beside it. Each model's status (meets
 its bar or preliminary) is in the intro. A row whose toy model is not in this installation falls
 back to a *plumbing demo* on tiny randomly initialised models, labelled as such.
@@ -25,7 +25,8 @@ from regionedit.images import atomic_write, pil_to_tensor, save_png, unit_to_pil
 from regionedit.methods import ddpm_edit
 
 STEPS = 50
-FACES_MODEL = "toy/faces-ddpm"
+FACES_MODEL = "toy/faces-ddpm"  # the pixel DDPM: noise maps shifted and tinted in pixels
+RBE_MODEL = "toy/faces-ldm"  # RBE's default (models/defaults.py); JICA's is FACES_MODEL
 SCENES_T2I, SCENES_INSTRUCT, SCENES_CLIPSEG = "toy/scenes-t2i", "toy/scenes-instruct", "toy/scenes-clipseg"
 TEXT_SEED = 3
 FACE_SEED = 11
@@ -61,7 +62,7 @@ def run_demo(out: str | Path = "demo-output", progress: bool = True, log=print) 
     faces_editor, faces = _editor(DDPMEditor, FACES_MODEL, progress), _toy_faces()
     rows = [timed("ddpm_faces", lambda: _pixel_ddpm_row(folder, faces_editor, faces, log)),
             timed("ddpm_text", lambda: _text_row(folder, photo, progress, log)),
-            *_face_direction_rows(folder, faces_editor.model, faces.images, log, timed),
+            *_face_direction_rows(folder, _rbe_model(progress), faces_editor.model, faces.images, log, timed),
             timed("rdm", lambda: _rdm_row(folder, progress, log)),
             timed("zone", lambda: _zone_row(folder, progress, log))]
     total = time.perf_counter() - start
@@ -81,7 +82,7 @@ def _intro() -> str:
 
     embedded = embedded_models()
     parts = [f"{name}: {model_status(embedded[name]).split(' (')[0]}" for name in
-             (FACES_MODEL, SCENES_T2I, SCENES_INSTRUCT, SCENES_CLIPSEG) if name in embedded]
+             (FACES_MODEL, RBE_MODEL, SCENES_T2I, SCENES_INSTRUCT, SCENES_CLIPSEG) if name in embedded]
     text = ("Rows on the embedded toy-world models show real, semantic edits of a rendered toy face or scene, with the "
             "ground truth beside them where the toy world has one (" + "; ".join(parts) + ").")
     missing = [name for name in (SCENES_T2I, SCENES_INSTRUCT) if name not in embedded]
@@ -97,6 +98,11 @@ def _editor(cls, name: str, progress: bool, **companions):
     editor = cls.from_pretrained(name, device="cpu", **companions)
     editor.set_progress_bar_config(disable=not progress)
     return editor
+
+
+def _rbe_model(progress: bool):
+    """The latent faces model where this installation ships it, else the pixel one."""
+    return _editor(RBEEditor, RBE_MODEL if _embedded(RBE_MODEL) else FACES_MODEL, progress).model
 
 
 def _toy_faces():
@@ -198,20 +204,20 @@ def _mean_change(edited: torch.Tensor, reference: torch.Tensor, mask: torch.Tens
     return round(metrics.l1(edited, reference, mask, region).item(), 4)
 
 
-def _face_direction_rows(folder: Path, model, face: torch.Tensor, log, timed) -> list[GalleryRow]:
+def _face_direction_rows(folder: Path, rbe_model, jica_model, face: torch.Tensor, log, timed) -> list[GalleryRow]:
     from regionedit.masks import face_part_mask
 
-    rbe, jica = RBEEditor(model), JICAEditor(model)
-    start = rbe.invert(face)  # the RBE code's defaults: 40-step DDIM inversion to t = 500
+    rbe, jica = RBEEditor(rbe_model), JICAEditor(jica_model)
     size = tuple(face.shape[-2:])
     eyes, mouth = face_part_mask("eyes", size), face_part_mask("mouth", size)
     _save(folder, "face_input.png", unit_to_pil(face[0]))
-    return [timed("rbe", lambda: _rbe_row(folder, rbe, start, eyes, log)),
-            timed("jica", lambda: _jica_row(folder, jica, start, eyes, mouth, log))]
+    # the methods' defaults: 40-step DDIM inversion to t = 500
+    return [timed("rbe", lambda: _rbe_row(folder, rbe, rbe.invert(face), eyes, log)),
+            timed("jica", lambda: _jica_row(folder, jica, jica.invert(face), eyes, mouth, log))]
 
 
 def _rbe_row(folder: Path, editor: RBEEditor, start, eyes: torch.Tensor, log) -> GalleryRow:
-    log(f"RBE: directions for the eyes of a toy face on {FACES_MODEL}")
+    log(f"RBE: directions for the eyes of a toy face on {editor.model.name}")
     directions = editor.discover(start, eyes, region_name="face:eyes", max_iterations=DEMO_ITERATIONS)
     unedited = editor.apply(start, directions, 0, 0.0)
     images = [("face_input.png", "input: a rendered toy face (64×64)"),
@@ -226,7 +232,7 @@ def _rbe_row(folder: Path, editor: RBEEditor, start, eyes: torch.Tensor, log) ->
                 region: _mean_change(edited.pixels, unedited.pixels, eyes, region) for region in ("inside", "outside")}
     report = {k: directions.report[k] for k in ("leak_before", "leak_after", "iterations", "seconds")}
     return GalleryRow(
-        f"RBE: local directions for the eyes ({FACES_MODEL}, preliminary)", images,
+        f"RBE: local directions for the eyes ({editor.model.name})", images,
         {**report, "max_iterations": DEMO_ITERATIONS, "mean change vs γ = 0 (0..1)": changes},
         note="Directions found without supervision from the Jacobian of the eye region, confined by projecting off "
              "the top singular directions of the rest of the image; leak_after = ‖J_C u‖ / ‖J_M u‖ per direction "
@@ -235,7 +241,7 @@ def _rbe_row(folder: Path, editor: RBEEditor, start, eyes: torch.Tensor, log) ->
 
 
 def _jica_row(folder: Path, editor: JICAEditor, start, eyes: torch.Tensor, mouth: torch.Tensor, log) -> GalleryRow:
-    log(f"JICA: joint and individual directions of the eyes and the mouth on {FACES_MODEL}")
+    log(f"JICA: joint and individual directions of the eyes and the mouth on {editor.model.name}")
     directions = editor.discover(start, [eyes, mouth], region_names=["eyes", "mouth"], max_iterations=DEMO_ITERATIONS)
     unedited = editor.apply(start, directions, 0, 0.0).pixels
     both = torch.maximum(eyes, mouth)
@@ -249,7 +255,7 @@ def _jica_row(folder: Path, editor: JICAEditor, start, eyes: torch.Tensor, mouth
         changes[label] = {"eyes": _mean_change(edited, unedited, eyes), "mouth": _mean_change(edited, unedited, mouth),
                           "elsewhere": _mean_change(edited, unedited, both, "outside")}
     return GalleryRow(
-        f"JICA: joint and individual directions of eyes and mouth ({FACES_MODEL}, preliminary)", images,
+        f"JICA: joint and individual directions of eyes and mouth ({editor.model.name})", images,
         {"labels": directions.labels, "max_iterations": DEMO_ITERATIONS, "seconds": directions.report["seconds"],
          "mean change vs γ = 0 (0..1)": changes},
         note="Joint directions move both regions together; individual ones move one region and not the other.",

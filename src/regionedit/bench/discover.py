@@ -4,8 +4,10 @@
 - ``bench_directions``: on toy faces, where the edits land (share of the pixel-change energy inside
   the dilated region mask), which ground-truth factors they move (probe; the top direction moves
   *exactly one* factor when one factor moves by ≥ ``MOVE_THRESHOLD`` — a tenth of a continuous
-  factor's range, or a flipped class — and no other does), how well directions found on one face
-  transfer to others, and for JICA how much more each individual direction changes its own region
+  factor's range, or a flipped class — and no other does; a factor hidden before or after, such as
+  the iris colour of closed eyes, does not count as moved), how well directions found on one face
+  transfer to others (face 0's top direction on every face, and each face's on the face before it),
+  and for JICA how much more each individual direction changes its own region
   than the other one (change energy in its dilated region over the other's).
 """
 
@@ -39,6 +41,7 @@ from regionedit.toyworld.splits import split_seeds
 
 CELEBAHQ_RANDOM = "random/ddpm-celebahq-256"
 MOVE_THRESHOLD = 0.1
+FACTOR_READING = "visible factors only"  # named in progress files: see _factor_moves
 
 
 def celebahq_sized_random(seed: int = 0) -> dict:
@@ -85,16 +88,39 @@ def _energy_inside(change: torch.Tensor, region: torch.Tensor) -> float:
     return float((energy * region).sum() / energy.sum().clamp_min(1e-20))
 
 
-def _factor_moves(net, reference: torch.Tensor, edited: torch.Tensor) -> dict[str, float]:
-    """How much each face factor changed, as the probe reads it (classes: 1 if it flipped)."""
+def _visible(reading: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """Whether the probe's reading of factor ``name`` means anything: an iris needs open eyes, a hat
+    colour a hat (``faces.VISIBLE_WHEN``, in the probe's [0, 1] units); the probe was never taught
+    a hidden factor, so its reading of one is arbitrary."""
+    if name not in faces_world.VISIBLE_WHEN:
+        return torch.ones_like(next(iter(reading.values())), dtype=torch.bool)
+    condition, threshold = faces_world.VISIBLE_WHEN[name]
+    factor = faces_world.FACTORS[condition]
+    unit_threshold = (threshold - factor.low) / (factor.high - factor.low) if factor.kind == "continuous" else threshold
+    return reading[condition] >= unit_threshold
+
+
+def _factor_moves(net, reference: torch.Tensor, edited: torch.Tensor, hidden_too: bool = False) -> dict[str, float]:
+    """How much each face factor changed, as the probe reads it (classes: 1 if it flipped).
+
+    A factor hidden before or after the edit (the iris of eyes that were closed) has not moved:
+    the factor that hid it has. ``hidden_too`` counts the probe's arbitrary reading of hidden
+    factors as well (how the figure was computed before 2026-12-04)."""
     before, after = probes.predict(net, reference), probes.predict(net, edited)
     moves = {}
     for head in net.heads:
         if head.kind == "continuous":
-            moves[head.name] = float((after[head.name] - before[head.name]).abs().mean())
+            moved = (after[head.name] - before[head.name]).abs()
         else:
-            moves[head.name] = float((after[head.name] != before[head.name]).float().mean())
+            moved = (after[head.name] != before[head.name]).float()
+        if not hidden_too:
+            moved = moved * (_visible(before, head.name) & _visible(after, head.name))
+        moves[head.name] = float(moved.mean())
     return moves
+
+
+def _moves_exactly_one(moves: dict[str, float]) -> bool:
+    return sum(move >= MOVE_THRESHOLD for move in moves.values()) == 1
 
 
 def _edit(model: DiffusionModel, start: EditStart, direction: torch.Tensor, strength: float) -> torch.Tensor:
@@ -119,7 +145,7 @@ def bench_directions(
     net = probe or probes.load_probe("faces")
     settings = {"model": model_name, "method": method, "count": count, "strength": strength, "dilation": dilation,
                 "max_iterations": max_iterations, "size": size, "split": split, "timestep": timestep,
-                **({"complement_rank": complement_rank} if method == "rbe" else {})}
+                "factor_reading": FACTOR_READING, **({"complement_rank": complement_rank} if method == "rbe" else {})}
     done = _read_progress(progress_file, settings)
     faces = faces_world.generate_faces(split_seeds(split, count + 1), size=size)
     regions = {"eyes": face_part_mask("eyes", (size, size)), "mouth": face_part_mask("mouth", (size, size))}
@@ -137,8 +163,13 @@ def bench_directions(
             return list(range(min(3, len(directions))))
         return [directions.labels.index(label) for label in ("individual eyes 0", "individual mouth 0", "joint 0")]
 
+    def _transfer(direction: torch.Tensor, face: torch.Tensor) -> float:
+        start = start_from_image(model, face, timestep)
+        return _energy_inside(_edit(model, start, direction, strength) - _edit(model, start, None, 0.0), allowed)
+
     def measure(i: int, transferred: torch.Tensor) -> dict:
-        """Face i: its own top directions (locality, factors moved, own/other), and face 0's top direction on it."""
+        """Face i: its own top directions (locality, factors moved, own/other), face 0's top direction on
+        it, and its top direction on face i - 1 (a transfer figure over ``count`` sources, not one)."""
         began = time.perf_counter()
         start = start_from_image(model, faces.images[i : i + 1], timestep)
         directions = find(start)
@@ -150,7 +181,9 @@ def bench_directions(
             moves = _factor_moves(net, reference, edited)
             if rank == 0:
                 record["locality"] = _energy_inside(change, allowed)
-                record["single"] = sum(move >= MOVE_THRESHOLD for move in moves.values()) == 1
+                record["single"] = _moves_exactly_one(moves)
+                record["single_counting_hidden"] = _moves_exactly_one(_factor_moves(net, reference, edited, hidden_too=True))
+                record["moves"] = {name: round(move, 4) for name, move in moves.items()}
             if method == "jica" and rank < 2:  # the individual eyes, then mouth direction
                 own, other = ("eyes", "mouth") if rank == 0 else ("mouth", "eyes")
                 record.setdefault("own_over_other", {})[own] = (
@@ -158,6 +191,7 @@ def bench_directions(
             label = directions.labels[index].rsplit(" ", 1)[0] if method == "jica" else f"direction {rank}"
             record["moved"].append([label, max(moves, key=moves.get)])
         record["transfer"] = _energy_inside(_edit(model, start, transferred, strength) - reference, allowed)
+        record["transfer_to_previous_face"] = _transfer(directions.vectors[top3(directions)[0]], faces.images[i - 1 : i])
         record["seconds"] = time.perf_counter() - began
         return record
 
@@ -173,7 +207,8 @@ def bench_directions(
     return {
         "benchmark": "directions", "split": split, "method": method, "model": model_name, "device": str(device), "count": count,
         "size": size, "strength": strength, "dilation": dilation, "max_iterations": max_iterations,
-        "timestep": timestep, **({"complement_rank": complement_rank} if method == "rbe" else {}),
+        "timestep": timestep, "factor_reading": FACTOR_READING,
+        **({"complement_rank": complement_rank} if method == "rbe" else {}),
         "region": "eyes" if method == "rbe" else "eyes+mouth (individual eyes direction)",
         **summarise_directions(records, method),
         "seconds": round(time.perf_counter() - began + sum(r["seconds"] for r in done), 1),
@@ -193,6 +228,9 @@ def summarise_directions(records: list[dict], method: str) -> dict:
         "move_threshold": MOVE_THRESHOLD,
         "share_top_direction_moves_exactly_one_factor": round(sum(r["single"] for r in records) / max(1, len(records)), 4),
     }
+    if all("single_counting_hidden" in r for r in records):  # progress files before 2026-12-04 lack it
+        summary["share_exactly_one_factor_counting_hidden_factors"] = round(
+            sum(r["single_counting_hidden"] for r in records) / max(1, len(records)), 4)
     if method == "jica":
         ratios = {name: torch.tensor([r["own_over_other"][name] for r in records]) for name in ("eyes", "mouth")}
         summary["individual_own_over_other_region"] = {
@@ -200,11 +238,16 @@ def summarise_directions(records: list[dict], method: str) -> dict:
             for name, values in ratios.items()}
     summary["transfer_mean_energy_inside"] = round(float(transferred.mean()), 4)
     summary["transfer_success"] = round(float((transferred >= 0.9).float().mean()), 4)
+    if all("transfer_to_previous_face" in r for r in records):  # progress files before 2026-12-04 lack it
+        ring = torch.tensor([r["transfer_to_previous_face"] for r in records])
+        summary["transfer_to_previous_face_mean_energy_inside"] = round(float(ring.mean()), 4)
+        summary["transfer_to_previous_face_success"] = round(float((ring >= 0.9).float().mean()), 4)
     return summary
 
 
-# what a progress file written before a setting was named had run with (RBE's r was 8 until 2026-12-03)
-IMPLIED_SETTINGS = {"split": "benchmark", "timestep": DEFAULT_TIMESTEP}
+# what a progress file written before a setting was named had run with (RBE's r was 8 until 2026-12-03;
+# hidden factors counted as moved until 2026-12-04)
+IMPLIED_SETTINGS = {"split": "benchmark", "timestep": DEFAULT_TIMESTEP, "factor_reading": "hidden factors too"}
 IMPLIED_RBE_SETTINGS = {"complement_rank": 8}
 
 

@@ -56,7 +56,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     print("Embedded toy-world models (offline, shipped in the package):")
     print("\n".join(f"  {n:26s} {model_status(Path(path))}" for n, path in embedded.items()) or "  none in this version")
     for name, path in embedded_components().items():
-        print(f"  {name:26s} {model_status(path)} (the latent scene models' autoencoder)")
+        users = [n for n, folder in embedded.items() if (Path(folder) / "vae").resolve() == path.resolve()]
+        print(f"  {name:26s} {model_status(path)} (the autoencoder of {', '.join(users) or 'no model'})")
     print("Tiny random models (built on first use, for tests and benchmarks; outputs are noise):")
     for name, doc in tiny.items():
         print(f"  {name:18s} {doc}")

@@ -15,8 +15,8 @@ held in memory; every ``refresh_every`` steps a fresh batch replaces random slot
 ground-truth edit mask at latent size, so the loss can weigh the edited region (``edit_weight``):
 most of a target is a copy of the source, and the uniform loss spends most of its signal there.
 
-- ``faces-vae`` / ``faces-ldm`` (a candidate to replace the pixel ``faces-ddpm`` for RBE/JICA at 1/16 of
-  its cost per sample): the same autoencoder tuned from ``scenes-vae`` on face renders, and an
+- ``faces-vae`` / ``faces-ldm`` (RBE's faces model: more local and transferable eye directions than the
+  pixel ``faces-ddpm``, at 1/16 of its cost per sample): the same autoencoder tuned from ``scenes-vae`` on face renders, and an
   unconditional ``UNet2DModel`` on its latents (16² → 8², self-attention and h-space at 8²), v-prediction as above.
 
 Where we differ from SD/IP2P: tiny widths, attention only at 8²/4², the pooled-text embedding, an
