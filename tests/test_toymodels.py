@@ -553,7 +553,7 @@ def test_kind_maps_give_each_visible_object_pixel_its_kind():
             assert (kinds[i][visible] == 1 + scenes_world.KINDS.index(obj["kind"])).all()
 
 
-def test_the_kind_head_scores_each_patch_by_the_kinds_it_shows():
+def test_the_kind_head_scores_objectness_everywhere_and_kinds_on_object_patches():
     from transformers import CLIPSegForImageSegmentation
 
     from regionedit.toyworld.training import KindHead
@@ -561,19 +561,42 @@ def test_the_kind_head_scores_each_patch_by_the_kinds_it_shows():
     clip = models.clip_config(models.toy_tokenizer())
     head = KindHead(CLIPSegForImageSegmentation(models.clipseg_config(clip)))
     kinds = torch.zeros(1, 64, 64, dtype=torch.long)
-    kinds[0, :4, :2] = 3  # the first 4-px patch: half kind 3 (index 2), half no object
+    kinds[0, :4, :2] = 3  # the first 4-px patch: half kind 3 (index 2), half no object: an object patch
+    kinds[0, 4:7, :1] = 2  # 3 of the 16 pixels of the patch below it: under a quarter, a no-object patch
     hidden = torch.zeros(1, 1 + 256, clip.vision_config.hidden_size)
     with torch.no_grad():
         head.head.weight.zero_()
         head.head.bias.zero_()
-    uniform = head.loss(hidden, kinds)
-    assert torch.isclose(uniform, torch.log(torch.tensor(7.0)))  # no knowledge: log(classes) per patch
+    log2, log6 = torch.log(torch.tensor(2.0)), torch.log(torch.tensor(6.0))
+    assert torch.isclose(head.loss(hidden, kinds), log2 + log6)  # no knowledge: objectness log 2, kind log 6
     with torch.no_grad():
-        head.head.bias[0] = 20.0  # "no object" everywhere: right for 255 patches, half right for the first
-    loss = head.loss(hidden, kinds)
-    assert torch.isclose(loss, torch.tensor(0.5 * 20.0 / 256), rtol=1e-3)
+        head.head.bias[0] = 20.0  # "no object" everywhere: right for 255 patches, wrong (20 nats) for the first
+    assert torch.isclose(head.loss(hidden, kinds), 20.0 / 256 + log6, rtol=1e-3)
+    with torch.no_grad():
+        head.head.bias[3] = 20.0  # and kind index 2 on object patches: the kind term vanishes
+    assert torch.isclose(head.loss(hidden, kinds), torch.tensor(20.0 / 256), rtol=1e-3)
     with pytest.raises(ValueError, match="patch tokens"):
         head.loss(hidden[:, :100], kinds)
+
+
+def test_kind_pretraining_trains_the_vision_tower_alone(trained, tmp_path):
+    import shutil
+
+    from transformers import CLIPSegForImageSegmentation
+
+    shutil.copytree(trained / "scenes-clip", tmp_path / "scenes-clip")
+    args = ["toyworld", "train", "scenes-clipseg", "--smoke", "--weights", str(tmp_path), "-q", "--no-evaluate"]
+    assert main(["toyworld", "train", "scenes-vae", "--smoke", "--weights", str(tmp_path), "-q", "--kind-pretraining"]) == 2
+    assert main(args) == 0
+    before = CLIPSegForImageSegmentation.from_pretrained(tmp_path / "scenes-clipseg").state_dict()
+    assert main([*args, "--kind-pretraining", "--resume"]) == 0
+    after = CLIPSegForImageSegmentation.from_pretrained(tmp_path / "scenes-clipseg").state_dict()
+    changed = {key for key in before if not torch.equal(before[key], after[key])}
+    assert changed and all(key.startswith("clip.vision_model.") for key in changed)
+    assert any(key.startswith("clip.vision_model.encoder.layers.3.") for key in changed)
+    card = json.loads((tmp_path / "scenes-clipseg" / "card.json").read_text())
+    assert card["reproduce"].endswith("--kind-pretraining --resume")
+    assert "dense kind task" in card["settings"]["data"]
 
 
 def test_clipseg_trains_with_the_kind_loss_only_beside_a_tuned_vision_tower(trained, tmp_path):

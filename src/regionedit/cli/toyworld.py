@@ -43,6 +43,9 @@ def add_toyworld(commands) -> None:
                        help="scenes-clipseg: fine-tune the CLIP vision tower too (the paper freezes both towers)")
     train.add_argument("--kind-weight", type=float,
                        help="scenes-clipseg with --tune-vision: weight of an auxiliary per-patch object-kind loss on the vision tower")
+    train.add_argument("--kind-pretraining", action="store_true",
+                       help="scenes-clipseg: train only the vision tower, on a dense object-kind task (a stage before "
+                            "the segmentation runs)")
     train.add_argument("--phrases-per-scene", type=int,
                        help="scenes-clipseg: name each scene of a batch by K phrases (batch / K scenes; default 1)")
     train.add_argument("--bare-share", type=float,
@@ -74,5 +77,5 @@ def cmd_train(args: argparse.Namespace) -> int:
           dice_weight=args.dice_weight, absent_weight=args.absent_weight,
           learning_rate=args.learning_rate, tune_text=args.tune_text, tune_vision=args.tune_vision,
           phrases_per_scene=args.phrases_per_scene, kind_weight=args.kind_weight, bare_share=args.bare_share,
-          absent_bare_share=args.absent_bare_share)
+          absent_bare_share=args.absent_bare_share, kind_pretraining=args.kind_pretraining)
     return 0

@@ -65,7 +65,8 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
           dice_weight: float | None = None, absent_weight: float | None = None,
           learning_rate: float | None = None, tune_text: bool = False, tune_vision: bool = False,
           phrases_per_scene: int | None = None, kind_weight: float | None = None,
-          bare_share: float | None = None, absent_bare_share: float | None = None) -> Path:
+          bare_share: float | None = None, absent_bare_share: float | None = None,
+          kind_pretraining: bool = False) -> Path:
     """Train ``name``; prerequisites are read from ``weights`` (default: the package's weights).
     ``resume``: start from the weights already in the output folder (a finished run or a checkpoint;
     the optimiser starts afresh) and add this run to the card's history. ``speed``: a
@@ -79,7 +80,8 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     per-patch kind loss (default: the spec's, else 0; see :func:`~regionedit.toyworld.training.train_clipseg`).
     ``bare_share`` (scenes-clipseg): the probability that a present object is named by its bare kind
     ("the ball"; default: a third, like each of the two coloured styles); ``absent_bare_share`` the
-    same for a phrase naming an absent kind (the absent-empty term's negatives).
+    same for a phrase naming an absent kind (the absent-empty term's negatives). ``kind_pretraining``
+    (scenes-clipseg): train the vision tower alone on the dense kind task, the decoder untouched.
     ``learning_rate``: replaces the spec's (for example a lower rate to anneal a resumed run).
     ``evaluate=False``: leave the bar to `regionedit bench toymodels` (runs of an ablation are
     compared on the validation split; only the chosen one is measured on the benchmark split).
@@ -91,7 +93,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     for setting, value in (("dice_weight", dice_weight), ("absent_weight", absent_weight), ("tune_text", tune_text or None),
                            ("tune_vision", tune_vision or None), ("phrases_per_scene", phrases_per_scene),
                            ("kind_weight", kind_weight), ("bare_share", bare_share),
-                           ("absent_bare_share", absent_bare_share)):
+                           ("absent_bare_share", absent_bare_share), ("kind_pretraining", kind_pretraining or None)):
         if value is not None and MODELS.get(name, {}).get("kind") != "clipseg":
             raise RegionEditError(f"{setting} is a scenes-clipseg setting (CLI: --{setting.replace('_', '-')})")
     if name not in TRAINABLE:
@@ -133,7 +135,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
                "kind_weight": kind_weight if kind_weight is not None else spec.get("kind_weight", 0.0),
                "decoder_only": decoder_only, "tune_text": tune_text, "tune_vision": tune_vision,
                "phrases_per_scene": 1 if phrases_per_scene is None else phrases_per_scene, "bare_share": bare_share,
-               "absent_bare_share": absent_bare_share,
+               "absent_bare_share": absent_bare_share, "kind_pretraining": kind_pretraining,
                "learning_rate": learning_rate if learning_rate is not None else spec["learning_rate"]}
     began = time.perf_counter()
     torch.manual_seed(0)  # before any model is built: its initial weights are part of the recipe
@@ -195,7 +197,7 @@ def _recipe_flags(c: dict) -> str:
     documented_rate = c.get("spec", {}).get("learning_rate")
     if c.get("learning_rate", documented_rate) != documented_rate:
         flags += f" --learning-rate {c['learning_rate']:g}"
-    switches = ("decoder_only", "tune_text", "tune_vision")
+    switches = ("decoder_only", "tune_text", "tune_vision", "kind_pretraining")
     return flags + "".join(f" --{switch.replace('_', '-')}" for switch in switches if c.get(switch))
 
 
@@ -360,10 +362,13 @@ def _clipseg(c: dict):
                                  dice_weight=c["dice_weight"], absent_weight=c["absent_weight"], tune_text=c["tune_text"],
                                  tune_vision=c["tune_vision"], phrases_per_scene=c["phrases_per_scene"],
                                  kind_weight=c["kind_weight"], bare_share=c["bare_share"],
-                                 absent_bare_share=c["absent_bare_share"])
+                                 absent_bare_share=c["absent_bare_share"], kind_pretraining=c["kind_pretraining"])
     _save_transformers(c["folder"], model, tokenizer)
     segmenter = TextSegmenter(model.float().eval(), tokenizer, c["name"])
     evaluate = lambda: eval_clipseg(segmenter, 8 if c["smoke"] else 200)  # noqa: E731
+    if c["kind_pretraining"]:
+        return ({"data": "scenes of the train split with their per-pixel object kinds; the vision tower alone trained "
+                         "on the dense kind task (decoder and text tower untouched)", "ema": 0.999}, steps, evaluate)
     data = "scenes of the train split with object phrases and their visible masks (absent kinds as negatives)"
     if c["phrases_per_scene"] > 1:
         data += f", {c['phrases_per_scene']} phrases per scene"

@@ -198,7 +198,7 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
                   start: CLIPSegForImageSegmentation | None = None, dice_weight: float = 0.0,
                   absent_weight: float = 0.0, tune_text: bool = False, tune_vision: bool = False,
                   phrases_per_scene: int = 1, kind_weight: float = 0.0, bare_share: float | None = None,
-                  absent_bare_share: float | None = None):
+                  absent_bare_share: float | None = None, kind_pretraining: bool = False):
     """CLIPSeg on the toy CLIP's towers, trained on (scene, object phrase) → visible mask; both towers
     frozen, as in the CLIPSeg paper (transformers' CLIPSeg runs them under ``no_grad``).
     ``tune_text``: fine-tune the text tower too (the toy CLIP saw only whole-scene captions, and its
@@ -220,7 +220,10 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
     that patch (:class:`KindHead`; a web-scale CLIP knows its objects' kinds, the toy one barely does).
     The head is trained beside CLIPSeg and not saved (a resumed run starts a new one). ``bare_share``:
     how often a present object is named by its bare kind, ``absent_bare_share`` an absent one
-    (:func:`~regionedit.toyworld.streams.object_phrases`)."""
+    (:func:`~regionedit.toyworld.streams.object_phrases`). ``kind_pretraining``: train the vision tower
+    alone on :class:`KindHead`'s dense kind task (the decoder and the text tower untouched, no phrase
+    loss; 50 warm-up steps), a stage before the segmentation runs: the toy CLIP saw only whole-scene
+    captions, which its colours tell apart, so its patch tokens barely know the kinds."""
     torch.manual_seed(seed)
     model = start
     if model is None:
@@ -230,6 +233,8 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
     if kind_weight and not tune_vision:
         raise ValueError("kind_weight trains the vision tower: use it with tune_vision")
     data = batches(SegmentStream(tokenizer, batch, seed, phrases_per_scene, bare_share, absent_bare_share), device, workers)
+    if kind_pretraining:
+        return _pretrain_kinds(model, data, budget, learning_rate, device, log, checkpoint)
     trainer = Trainer(KindHead(model) if kind_weight else model, device, learning_rate, weight_decay=0.01)
     segmenter = (lambda module: module.segmenter) if kind_weight else (lambda module: module)
 
@@ -251,9 +256,33 @@ def train_clipseg(clip: CLIPModel, tokenizer, budget: Budget, batch: int = 128, 
     return segmenter(trainer.ema), steps
 
 
+def _pretrain_kinds(model: CLIPSegForImageSegmentation, data: Iterator, budget: Budget, learning_rate: float,
+                    device, log, checkpoint) -> tuple[CLIPSegForImageSegmentation, int]:
+    """The vision tower (and a fresh :class:`KindHead`) trained on the kind task alone."""
+    head = KindHead(model)
+    head.requires_grad_(False)
+    for module in (head.head, model.clip.vision_model):
+        module.requires_grad_(True)
+    trainer = Trainer(head, device, learning_rate, warmup=50, weight_decay=0.01)
+
+    def loss_of(quadruple):
+        pixels, _ids, _masks, kinds = quadruple
+        return trainer.module.loss(clipseg_vision(trainer.module.segmenter, pixels, tune_vision=True)[-1], kinds)
+
+    save = checkpoint and (lambda ema, steps: checkpoint(ema.segmenter, steps))
+    steps = trainer.run(data, loss_of, budget, log, save)
+    return trainer.ema.segmenter.requires_grad_(True), steps
+
+
 class KindHead(torch.nn.Module):
-    """CLIPSeg with a linear head on its vision tower's patch tokens that predicts, per patch, the
-    share of each object kind and of "no object" (``KINDS`` + 1 classes): a soft cross-entropy."""
+    """CLIPSeg with a linear head on its vision tower's patch tokens that reads, per patch, whether
+    an object covers at least a quarter of it (a binary cross-entropy) and, on such patches, the
+    kind covering most of it (a cross-entropy over ``KINDS``). An earlier soft cross-entropy over the
+    share of every kind and "no object" in every patch taught the kinds little: some nine in ten
+    patches hold no object, so the kind term was averaged away (at 1,277 steps of ``kind_weight`` 1, a
+    linear probe read an object's kind at 0.65 vs 0.61 from the untuned tower)."""
+
+    OBJECT_SHARE = 0.25
 
     def __init__(self, segmenter: CLIPSegForImageSegmentation):
         from regionedit.toyworld.scenes import KINDS
@@ -265,12 +294,16 @@ class KindHead(torch.nn.Module):
 
     def loss(self, last_hidden: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
         """``last_hidden``: B×(1 + N)×D (class token first), ``kinds``: B×H×W kind maps (0 = no object)."""
-        logits = self.head(last_hidden[:, 1:])
+        logits = self.head(last_hidden[:, 1:]).float()
         shares = F.avg_pool2d(F.one_hot(kinds.long(), logits.shape[-1]).permute(0, 3, 1, 2).float(), self.patch)
-        target = shares.flatten(2).transpose(1, 2)
-        if target.shape != logits.shape:
+        shares = shares.flatten(2).transpose(1, 2)
+        if shares.shape != logits.shape:
             raise ValueError(f"{logits.shape[1]} patch tokens but a {tuple(shares.shape[-2:])} grid of patches")
-        return -(target * logits.float().log_softmax(-1)).sum(-1).mean()
+        on_object = 1 - shares[..., 0] >= self.OBJECT_SHARE
+        objectness = F.binary_cross_entropy_with_logits(logits[..., 0], (~on_object).float())
+        if not on_object.any():
+            return objectness
+        return objectness + F.cross_entropy(logits[..., 1:][on_object], shares[..., 1:][on_object].argmax(-1))
 
 
 def clipseg_vision(model: CLIPSegForImageSegmentation, pixels: torch.Tensor, tune_vision: bool = False) -> tuple:
