@@ -13,8 +13,11 @@
 #   scenes-clip 20, scenes-vae 30 (the latent scene models' autoencoder), faces-vae 25 + 20 with the
 #     decoder alone (tuned from scenes-vae)   ∥ faces-ddpm 120 (pixel DDPM for pixel editing and JICA)
 #   scenes-instruct 120 ∥ scenes-t2i 120
-#   scenes-instruct-remove 30, faces-ldm 70 (latent faces DDPM for RBE) ∥ scenes-clipseg 60
-# Then `regionedit bench toymodels --update-cards` measures every bar on the benchmark split.
+#   scenes-instruct-remove 30, faces-ldm 70 (latent faces DDPM for RBE) ∥ scenes-clipseg 20 with the
+#     vision tower alone on the dense kind task (--kind-pretraining), then 100 on the phrases, towers frozen
+# Then `regionedit toyworld ship` stores scenes-clipseg and scenes-instruct-remove against the models they
+# are made from (the text tower once; the remove model as an int8 difference), and
+# `regionedit bench toymodels --update-cards` measures every bar on the benchmark split.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
@@ -58,8 +61,13 @@ train scenes-instruct 120 "${latent[@]}" &
 train scenes-t2i 120 "${latent[@]}" &
 wait
 { train scenes-instruct-remove 30 "${latent[@]}" && train faces-ldm 70 "${latent[@]}"; } &
-train scenes-clipseg 60 &
+{ train scenes-clipseg 20 --kind-pretraining --batch 64 --learning-rate 2e-3 &&
+  train scenes-clipseg 100 --absent-weight 1; } &
 wait
+for name in scenes-clipseg scenes-instruct-remove; do  # unless already stored so
+    ls "$weights/$name"/stored_once.json "$weights/$name"/unet/stored_once.json >/dev/null 2>&1 ||
+        $regionedit toyworld ship "$name" "$weights/$name" --weights "$weights"
+done
 $regionedit bench toymodels --update-cards --json bench/results/toymodels-cpu.json
 python3 -c "from regionedit.toyworld.train import weights_size_mb; from pathlib import Path; \
 print(f'$weights: {weights_size_mb(Path(\"$weights\")):.1f} MB (budget 40 with the probes)')"

@@ -618,3 +618,60 @@ def test_clipseg_trains_with_the_kind_loss_only_beside_a_tuned_vision_tower(trai
     # the head is not part of the saved segmenter: the folder loads as a plain CLIPSeg, no key left over
     _, info = CLIPSegForImageSegmentation.from_pretrained(tmp_path / "scenes-clipseg", output_loading_info=True)
     assert not info["unexpected_keys"] and not [k for k in info["missing_keys"] if "position_ids" not in k]
+
+
+def test_shipping_stores_the_clipseg_text_tower_and_the_remove_model_once(trained, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from regionedit.errors import RegionEditError
+    from regionedit.models import stored_once
+    from regionedit.toyworld.train import ship
+
+    weights = tmp_path / "weights"
+    shutil.copytree(trained, weights, symlinks=True)
+    before = {name: weights_size_mb(weights / name) for name in ("scenes-clipseg", "scenes-instruct-remove")}
+    source_files = {p: p.read_bytes() for p in (trained / "scenes-clipseg").iterdir()}
+    for name in ("scenes-clipseg", "scenes-instruct-remove"):
+        assert main(["toyworld", "ship", name, str(trained / name), "--weights", str(weights), "-q"]) == 0
+    assert {p: p.read_bytes() for p in (trained / "scenes-clipseg").iterdir()} == source_files  # source untouched
+    assert json.loads((weights / "scenes-clipseg" / "card.json").read_text()) == json.loads((trained / "scenes-clipseg" / "card.json").read_text())
+
+    # CLIPSeg: the text tower is read from scenes-clip, bit for bit; nothing else changes
+    own = load_file(weights / "scenes-clipseg" / "model.safetensors")
+    assert not any(name.startswith(("clip.text_model.", "clip.text_projection.")) for name in own)
+    assert weights_size_mb(weights / "scenes-clipseg") < before["scenes-clipseg"] - 0.1
+    shipped, original = load_segmenter(str(weights / "scenes-clipseg")), load_segmenter(str(trained / "scenes-clipseg"))
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(shipped.scores(image, "the red ball"), original.scores(image, "the red ball"))
+
+    # the remove model: the instruct model's weights plus an int8 difference, within half a quantisation step
+    assert 0.4 < weights_size_mb(weights / "scenes-instruct-remove" / "unet") / before["scenes-instruct-remove"] < 0.6
+    full = load_model(str(trained / "scenes-instruct-remove"), device="cpu", dtype=torch.float32).unet.state_dict()
+    stored = load_model(str(weights / "scenes-instruct-remove"), device="cpu", dtype=torch.float32).unet.state_dict()
+    base = load_model(str(weights / "scenes-instruct"), device="cpu", dtype=torch.float32).unet.state_dict()
+    for name, tensor in full.items():
+        change = (tensor - base[name]).abs()
+        step = change.reshape(len(change), -1).amax(1) / 127 if tensor.dim() >= 2 else torch.zeros(1)
+        # half a step of the int8 grid, plus the fp16 rounding of the result
+        bound = step.view(-1, *[1] * (tensor.dim() - 1)) / 2 + tensor.abs() * 2**-10 + 1e-7
+        assert ((stored[name] - tensor).abs() <= bound).all(), name
+    assert any(not torch.equal(stored[name], base[name]) for name in full)
+
+    # a folder trained on (resumed) from the shipped one gets its full weights back
+    assert main(["toyworld", "train", "scenes-clipseg", "--resume", "--smoke", "--weights", str(weights), "-q"]) == 0
+    assert not stored_once.stores_once(weights / "scenes-clipseg")
+    assert any(name.startswith("clip.text_model.") for name in load_file(weights / "scenes-clipseg" / "model.safetensors"))
+
+    # refused: a text tower that was tuned (not the base's), a folder already stored once, an unknown name
+    tuned = tmp_path / "tuned"
+    shutil.copytree(trained / "scenes-clipseg", tuned)
+    tensors = load_file(tuned / "model.safetensors")
+    tensors["clip.text_model.final_layer_norm.bias"] = tensors["clip.text_model.final_layer_norm.bias"] + 1
+    from safetensors.torch import save_file
+    save_file(tensors, tuned / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(RegionEditError, match="differs"):
+        ship("scenes-clipseg", tuned, weights=weights)
+    assert main(["toyworld", "ship", "scenes-instruct-remove", str(weights / "scenes-instruct-remove"), "--weights", str(tmp_path / "w2"), "-q"]) == 2
+    assert main(["toyworld", "ship", "no-such-model", str(tuned), "--weights", str(weights), "-q"]) == 2

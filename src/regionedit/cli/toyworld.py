@@ -16,6 +16,13 @@ def add_toyworld(commands) -> None:
     export.add_argument("--split", default="benchmark", choices=("train", "validation", "benchmark"))
     export.add_argument("--size", type=int, default=64)
 
+    ship = add_command(toys, "ship", "copy a trained folder into the embedded weights, stored against the models "
+                       "it is made from (scenes-clipseg: the toy CLIP's text tower; scenes-instruct-remove: an int8 "
+                       "difference from scenes-instruct)", cmd_ship, loads_models=False)
+    ship.add_argument("name")
+    ship.add_argument("folder", help="the trained folder (a --out of `toyworld train`); left as it is")
+    ship.add_argument("--weights", help="the embedded weights folder (default: the package's)")
+
     train = add_command(toys, "train", "reproduce an embedded network: probe-faces, probe-scenes, scenes-clip, "
                         "scenes-clipseg, faces-ddpm, scenes-t2i, scenes-instruct, scenes-instruct-remove", cmd_train)
     train.add_argument("name")
@@ -62,6 +69,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_positive("--n", args.n)
     path = export(args.world, args.n, args.out, split=args.split, size=args.size, log=None if args.quiet else print)
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_ship(args: argparse.Namespace) -> int:
+    from regionedit.toyworld.train import ship
+
+    ship(args.name, args.folder, weights=args.weights, log=None if args.quiet else print)
     return 0
 
 

@@ -27,6 +27,7 @@ from huggingface_hub import hf_hub_download
 from transformers import AutoTokenizer, CLIPTextModel
 
 from regionedit.errors import RegionEditError
+from regionedit.models import stored_once
 from regionedit.models.backend import DiffusionModel, default_device, default_dtype
 from regionedit.models.tiny import TINY_BUILDERS, save_tiny
 
@@ -203,6 +204,8 @@ class _ComponentLoader:
         return components
 
     def with_root_fallback(self, cls, subfolder: str):
+        if not self.is_hub and stored_once.stores_once(Path(self.location) / subfolder):
+            return stored_once.build(cls, Path(self.location) / subfolder, self.diffusers_kwargs["torch_dtype"])
         if self.has(subfolder):
             try:
                 return cls.from_pretrained(self.location, subfolder=subfolder, **self.diffusers_kwargs)
@@ -250,7 +253,10 @@ def load_transformers(name: str, model_class, device=None, dtype=None, allow_pic
     offline = kind == "hub" and bool(hub_constants.HF_HUB_OFFLINE)
     hub = {"local_files_only": offline} if kind == "hub" else {}
     try:
-        model = model_class.from_pretrained(location, use_safetensors=not allow_pickle, dtype=dtype or torch.float32, **hub)
+        if kind == "folder" and stored_once.stores_once(location):
+            model = stored_once.build(model_class, location, dtype or torch.float32)
+        else:
+            model = model_class.from_pretrained(location, use_safetensors=not allow_pickle, dtype=dtype or torch.float32, **hub)
         tokenizer = AutoTokenizer.from_pretrained(location, **hub) if tokenizer else None
     except (OSError, ValueError, KeyError) as exc:
         raise RegionEditError(unavailable(name, location, exc, kind == "hub", offline, not allow_pickle)) from None

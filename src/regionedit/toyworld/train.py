@@ -23,6 +23,7 @@ import torch
 from regionedit import __version__
 from regionedit.errors import RegionEditError
 from regionedit.images import atomic_write
+from regionedit.models import stored_once
 from regionedit.toyworld import probes
 
 PROBES = {"probe-faces": {"world": "faces", "steps": 4000}, "probe-scenes": {"world": "scenes", "steps": 4000}}
@@ -226,6 +227,53 @@ def weights_size_mb(weights: Path = probes.WEIGHTS_DIR) -> float:
     return _size_mb(weights)
 
 
+# --------------------------------------------------------------------------------- shipping
+STORED_ONCE = {  # how a model is stored against another embedded one when shipped (models.stored_once)
+    # the toy CLIPSeg keeps scenes-clip's text tower frozen: stored once, in scenes-clip
+    "scenes-clipseg": ("", "scenes-clip", {"clip.text_model.": "text_model.", "clip.text_projection.": "text_projection."}),
+    # MagicBrush-like: the instruct model's weights plus an int8 difference (3.1 MB instead of 6.2)
+    "scenes-instruct-remove": ("unet", "scenes-instruct/unet", None),
+}
+
+
+def ship(name: str, source: str | Path, weights: str | Path | None = None, log=None) -> Path:
+    """Copy a trained folder (a ``--out`` of ``train``) into the embedded weights as ``name``, stored
+    against the models it is made from (:data:`STORED_ONCE`); links to shared parts (``../scenes-clip``)
+    are kept as links. The source folder is left as it was, unless it is the shipped folder itself
+    (a model trained in place), which is then rewritten in its stored form."""
+    import shutil
+
+    log = log or (lambda message: None)
+    weights = Path(weights) if weights is not None else probes.WEIGHTS_DIR
+    source = Path(source)
+    if name not in MODELS:
+        raise RegionEditError(f"unknown trainable model {name!r} (trainable: {', '.join(MODELS)})")
+    if not (source / "card.json").is_file():
+        raise RegionEditError(f"{source} holds no trained {name} (no card.json)")
+    if stored_once.stores_once(source) or stored_once.stores_once(source / "unet"):
+        raise RegionEditError(f"{source} is already stored against another model: ship the folder it was trained in")
+    folder = weights / name  # may be the source itself (trained in place): then it is rewritten
+    tmp, old = folder.with_name(f".{name}.ship"), folder.with_name(f".{name}.old")  # siblings: links stay valid
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, symlinks=True)
+    (tmp / "progress.json").unlink(missing_ok=True)
+    if name in STORED_ONCE:
+        part, base, shared = STORED_ONCE[name]
+        if shared is not None:
+            saved = stored_once.save_shared(tmp / part, weights / base, shared)
+            log(f"{name}: {saved:.1f} MB stored once in {base}")
+        else:
+            worst = stored_once.save_difference(tmp / part, weights / base)
+            log(f"{name}: stored as {base} plus an int8 difference (largest weight error {worst:.1e})")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    log(f"{name}: shipped {folder} ({_size_mb(folder):.1f} MB; all embedded weights {weights_size_mb(weights):.1f} MB)")
+    return folder
+
+
 # --------------------------------------------------------------------------------- probes
 def _train_probe(name: str, out, steps: int | None, device: torch.device, smoke: bool, log) -> Path:
     spec = PROBES[name]
@@ -271,6 +319,8 @@ def _start_unet(c: dict, build):
     if not c["resume"]:
         return build()
     cls = type(build())
+    if stored_once.stores_once(c["folder"] / "unet"):
+        return stored_once.build(cls, c["folder"] / "unet")
     return cls.from_pretrained(c["folder"] / "unet", torch_dtype=torch.float32)
 
 
@@ -356,7 +406,11 @@ def _clipseg(c: dict):
     clip = CLIPModel.from_pretrained(source, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(source)
     checkpoint = _checkpointer(c, lambda ema: _save_transformers(c["folder"], ema, tokenizer))
-    start = CLIPSegForImageSegmentation.from_pretrained(c["folder"], dtype=torch.float32) if c["resume"] else None
+    start = None
+    if c["resume"] and stored_once.stores_once(c["folder"]):
+        start = stored_once.build(CLIPSegForImageSegmentation, c["folder"])
+    elif c["resume"]:
+        start = CLIPSegForImageSegmentation.from_pretrained(c["folder"], dtype=torch.float32)
     model, steps = train_clipseg(clip, tokenizer, c["budget"], c["batch"], c["learning_rate"], c["device"],
                                  c["workers"], c["log"], checkpoint, start=start,
                                  dice_weight=c["dice_weight"], absent_weight=c["absent_weight"], tune_text=c["tune_text"],
