@@ -72,6 +72,24 @@ def test_quality_harness_extremes(world):
         assert oracle["results"]["overall"]["structure_distance"] > 0.1
     else:
         assert "structure_distance" not in oracle["results"]["overall"]
+        assert "object_mask_iou" not in oracle["results"]["overall"]
+
+
+def test_mask_iou_with_the_named_object_scores_the_object_an_edit_names():
+    from regionedit.toyworld.benchmark import MethodOutput
+
+    class NamedObject:  # leaves the image, and its mask is exactly the object the instruction names
+        name = "named-object"
+
+        def edit(self, items):
+            return [MethodOutput(item.image, item.object_mask[0] if item.object_mask is not None else None) for item in items]
+
+    rows = run_quality("scenes", NamedObject(), count=120)["results"]
+    assert rows["add"]["object_mask_iou"] is None and rows["add"]["mask_iou"] is None  # nothing to name yet
+    assert all(rows[action]["object_mask_iou"] == 1.0 for action in ("change_colour", "change_object", "remove"))
+    # an object change's edit mask covers the old object and the new one: the old alone scores below 1
+    assert rows["change_object"]["mask_iou"] < 0.95
+    assert run_quality("scenes", Oracle(), count=120)["results"]["change_object"]["object_mask_iou"] < 0.95
 
 
 def test_bench_quality_cli_writes_json_and_markdown(tmp_path, capsys):

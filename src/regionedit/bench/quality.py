@@ -104,7 +104,8 @@ def run_quality(world: str, method: EditMethod, count: int = 200, size: int = 64
     return {"benchmark": "quality", **scores, "machine": machine()}
 
 
-EXTRA_COLUMNS = {"structure_distance": "structure distance (×10³)", "action_accuracy": "action accuracy",
+EXTRA_COLUMNS = {"object_mask_iou": "mask IoU with the named object", "structure_distance": "structure distance (×10³)",
+                 "action_accuracy": "action accuracy",
                  "refused": "refused (counted as failures)"}
 
 

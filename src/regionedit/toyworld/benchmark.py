@@ -46,6 +46,7 @@ class BenchItem:
     action: str
     instruction: str
     record: dict = field(default_factory=dict)  # captions, positioning / target text, factor values…
+    object_mask: torch.Tensor | None = None  # 1×H×W visible pixels of the object the edit names in the input (scenes)
 
 
 @dataclass
@@ -80,15 +81,18 @@ def benchmark_items(world: str, count: int, size: int = 64, offset: int = 0,
     if world == "scenes":
         edits = scenes_world.generate_edits(seeds, size, actions=actions or scenes_world.ACTIONS)
         source, target, mask = edits.source, edits.target, edits.mask
+        named = edits.source.object_mask(edits.slot)  # empty for additions: the object is not there yet
     else:
         if actions:
             raise RegionEditError("choosing actions is supported for scenes only")
         edits = faces_world.generate_face_edits(seeds, size)
         source, target, mask = edits.edit.source, edits.edit.target, edits.edit.mask
+        named = None
     records = [edits.record(i) for i in range(count)]
     return [
         BenchItem(world, seeds[i], source.images[i], target.images[i], mask[i], records[i]["action"],
-                  records[i]["instruction"], records[i])
+                  records[i]["instruction"], records[i],
+                  None if named is None or records[i]["action"] == "add" else named[i])
         for i in range(count)
     ]
 
@@ -160,6 +164,8 @@ def run_benchmark(world: str, method: EditMethod, count: int = 200, size: int = 
     if structure is not None:
         structure = structure.masked_fill(refused, float("nan"))
     ious = {"mask_iou": _ious(items, [o.mask for o in outputs])}
+    if any(item.object_mask is not None for item in items):  # the mask against the object the edit names
+        ious["object_mask_iou"] = _ious(items, [o.mask for o in outputs], truth="object_mask")
     for name in sorted({k for o in outputs for k in o.extra_masks}):
         ious[f"{name}_mask_iou"] = _ious(items, [o.extra_masks.get(name) for o in outputs])
     if any(o.action is not None for o in outputs):
@@ -201,11 +207,14 @@ def _mean(values: torch.Tensor) -> float | None:
     return round(float(values.mean()), 4) if len(values) else None
 
 
-def _ious(items: Sequence[BenchItem], masks: list[torch.Tensor | None]) -> torch.Tensor:
+def _ious(items: Sequence[BenchItem], masks: list[torch.Tensor | None], truth: str = "mask") -> torch.Tensor:
+    """IoU of each method mask with the item's ``truth`` mask (the edit mask, or the named object's);
+    NaN where either is missing."""
     values = torch.full((len(items),), float("nan"))
     for i, mask in enumerate(masks):
-        if mask is not None:
-            values[i] = metrics.mask_iou(mask.float().cpu().reshape(1, -1), items[i].mask.reshape(1, -1))[0]
+        reference = getattr(items[i], truth)
+        if mask is not None and reference is not None:
+            values[i] = metrics.mask_iou(mask.float().cpu().reshape(1, -1), reference.float().cpu().reshape(1, -1))[0]
     return values
 
 
