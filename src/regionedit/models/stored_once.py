@@ -130,10 +130,21 @@ def _saved(before: dict, after: dict) -> float:
     return (size(before) - size(after)) / 2**20
 
 
+def from_folder(cls, folder: str | Path, dtype: torch.dtype = torch.float32):
+    """A model of class ``cls`` from a local folder, stored once or written by ``save_pretrained``."""
+    if stores_once(folder):
+        return build(cls, folder, dtype)
+    return cls.from_pretrained(folder, **{"dtype" if _is_transformers(cls) else "torch_dtype": dtype})
+
+
+def _is_transformers(cls) -> bool:
+    return hasattr(cls, "config_class") and hasattr(cls.config_class, "from_pretrained")
+
+
 def build(cls, folder: str | Path, dtype: torch.dtype = torch.float32):
     """A diffusers or transformers model of class ``cls`` from a folder with a ``stored_once.json``."""
     folder = Path(folder)
-    if hasattr(cls, "config_class") and hasattr(cls.config_class, "from_pretrained"):  # transformers
+    if _is_transformers(cls):
         model = cls(cls.config_class.from_pretrained(folder))
     else:  # diffusers
         model = cls.from_config(cls.load_config(folder))

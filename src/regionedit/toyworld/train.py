@@ -318,10 +318,7 @@ def _start_unet(c: dict, build):
     """A new UNet from ``build()``, or with ``--resume`` the one in the output folder (fp32)."""
     if not c["resume"]:
         return build()
-    cls = type(build())
-    if stored_once.stores_once(c["folder"] / "unet"):
-        return stored_once.build(cls, c["folder"] / "unet")
-    return cls.from_pretrained(c["folder"] / "unet", torch_dtype=torch.float32)
+    return stored_once.from_folder(type(build()), c["folder"] / "unet")
 
 
 def _save_transformers(folder: Path, model, tokenizer) -> None:
@@ -406,11 +403,7 @@ def _clipseg(c: dict):
     clip = CLIPModel.from_pretrained(source, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(source)
     checkpoint = _checkpointer(c, lambda ema: _save_transformers(c["folder"], ema, tokenizer))
-    start = None
-    if c["resume"] and stored_once.stores_once(c["folder"]):
-        start = stored_once.build(CLIPSegForImageSegmentation, c["folder"])
-    elif c["resume"]:
-        start = CLIPSegForImageSegmentation.from_pretrained(c["folder"], dtype=torch.float32)
+    start = stored_once.from_folder(CLIPSegForImageSegmentation, c["folder"]) if c["resume"] else None
     model, steps = train_clipseg(clip, tokenizer, c["budget"], c["batch"], c["learning_rate"], c["device"],
                                  c["workers"], c["log"], checkpoint, start=start,
                                  dice_weight=c["dice_weight"], absent_weight=c["absent_weight"], tune_text=c["tune_text"],
