@@ -230,25 +230,27 @@ def test_rdm_tab_recolours_the_boxed_ball_with_the_embedded_text_to_image_model(
     content; the changed pixels are the ball's (IoU with the ground truth), not the whole box's."""
     path, edit, truth = _toy_edit_file(tmp_path, TEXT_SCENE)
     ys, xs = np.nonzero(truth)
-    upload(page, path)
-    page.get_by_role("tab", name="RDM (locate + target)").click()
-    page.locator("#rdm-target textarea").fill(edit.target_object[0])
-    page.locator("#rdm-box textarea").fill(f"{xs.min()},{ys.min()},{xs.max() + 1},{ys.max() + 1}")
-    page.locator("#rdm-run").click()
+    _run_rdm_tab(page, path, edit.target_object[0], box=f"{xs.min()},{ys.min()},{xs.max() + 1},{ys.max() + 1}")
     assert _changed_iou(page, path, truth) >= 0.5
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "webapp-rdm-semantic.png"), full_page=True)
+
+
+def _run_rdm_tab(page, path, target: str, **region: str) -> None:
+    """Upload ``path``, fill the RDM tab's target text and its region fields (``locate``, ``box``), run it."""
+    upload(page, path)
+    page.get_by_role("tab", name="RDM (locate + target)").click()
+    page.locator("#rdm-target textarea").fill(target)
+    for field, value in region.items():
+        page.locator(f"#rdm-{field} textarea").fill(value)
+    page.locator("#rdm-run").click()
 
 
 def test_rdm_tab_locates_the_ball_from_its_name_with_the_embedded_clipseg(page, tmp_path):
     """RDM as the paper runs it: the region located from the positioning text ("the ball") by the
     embedded toy/scenes-clipseg, the target text drawn there; the changed pixels are the ball's."""
     path, edit, truth = _toy_edit_file(tmp_path, TEXT_SCENE)
-    upload(page, path)
-    page.get_by_role("tab", name="RDM (locate + target)").click()
-    page.locator("#rdm-locate textarea").fill(edit.source_object[0])
-    page.locator("#rdm-target textarea").fill(edit.target_object[0])
-    page.locator("#rdm-run").click()
+    _run_rdm_tab(page, path, edit.target_object[0], locate=edit.source_object[0])
     assert _changed_iou(page, path, truth) >= 0.5
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "webapp-rdm-located.png"), full_page=True)
