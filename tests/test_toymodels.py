@@ -292,6 +292,22 @@ def test_bars_need_every_action_and_the_remove_model_must_beat_the_main_one_or_r
     assert meets_bar("toy/scenes-instruct-remove", removals(0.75), None) is None  # nothing to compare with
 
 
+def test_model_status_names_only_the_figures_that_miss_their_bar(tmp_path):
+    from regionedit.toyworld.bars import model_status
+
+    folder = tmp_path / "scenes-clipseg"
+    folder.mkdir()
+    def status(**figures):
+        (folder / "card.json").write_text(json.dumps({"evaluation": figures}))
+        return model_status(folder)
+
+    line = status(mean_iou=0.85, absent_empty_share=0.88, meets_bar=False)
+    assert "empty masks for absent objects 0.88 < 0.9" in line and "mean_iou" not in line
+    line = status(mean_iou=0.75, absent_empty_share=0.95, meets_bar=False)
+    assert "mean_iou 0.75 < 0.8" in line and "absent" not in line
+    assert status(mean_iou=0.85, absent_empty_share=0.95, meets_bar=True).startswith("meets its quality bar")
+
+
 def test_bench_training_times_every_model(tmp_path):
     out = tmp_path / "t.json"
     assert main(["bench", "training", "--device", "cpu", "--batch", "2", "--repeats", "1", "--json", str(out), "-q"]) == 0

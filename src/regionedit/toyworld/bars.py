@@ -74,7 +74,7 @@ def _shortfall(name: str, evaluation: dict) -> str:
         below = ", ".join(f"{k} {v}" for k, v in value.items() if k != "overall" and v < minimum)
         text = f"{figure} below {minimum} for {below}" if below else ""
     else:
-        text = f"{figure} {value} < {minimum}"
+        text = f"{figure} {value} < {minimum}" if value is not None and value < minimum else ""
     if _clipseg_fills_absent(name, evaluation):
         text += ("; " if text else "") + f"empty masks for absent objects {evaluation.get('absent_empty_share')} < {CLIPSEG_MIN_ABSENT_EMPTY}"
     background = (evaluation.get("background_l1") or {}).get("overall")
