@@ -263,6 +263,32 @@ def test_zone_changes_only_the_final_mask(ip2p_model, scene):
         assert fused.timings[key] >= 0
 
 
+def test_keep_segment_lets_the_final_mask_cover_an_object_whose_inside_did_not_change(ip2p_model):
+    # A brown box turned into a narrower brown object: a band at its right edge changes visibly, the
+    # inside by a tint the coarse change map sees (0.03 > 0.02) and the edge smoother does not (< 0.1).
+    original = torch.full((1, 3, 64, 64), 0.5)
+    original[..., 20:40, 20:40] = 0.3
+    edited = torch.full((1, 3, 64, 64), 0.5)
+    edited[..., 20:40, 20:34] = 0.33
+    segment = torch.zeros(1, 64, 64, dtype=torch.bool)
+    segment[:, 20:40, 20:34] = True  # the new object, as a segmenter finds it in the edited image
+    decision = actions.decide_action(ip2p_model, "turn the box into a post", None)
+    settings = dict(threshold=128, localisation="change", change_threshold=0.02, union_above=None, dilation=None,
+                    d0=None, smoother_threshold=0.1, padded=(64, 64))
+    finals = {}
+    for keep in (False, True):
+        out = zone._localise_and_blend(ip2p_model, "turn the box into a post", decision, edited, original, None,
+                                       lambda image: segment, {**settings, "keep_segment": keep})
+        assert out.recipe["keep_segment"] is keep and torch.equal(out.refined_mask[0].bool(), segment)
+        assert torch.equal(out.pixels * (1 - out.final_mask), original * (1 - out.final_mask))  # outside M*: the input
+        finals[keep] = out.final_mask[0, 0].bool()
+    assert (finals[False] & segment[0]).float().sum() < 0.5 * segment.sum()  # the paper's M*: the changed band
+    assert torch.equal(finals[True], finals[False] | segment[0])  # M* ∪ M_f
+    assert zone.keeps_segment("toy/scenes-instruct") and not zone.keeps_segment("timbrooks/instruct-pix2pix")
+    with pytest.raises(RegionEditError, match="keep_segment"):
+        zone.edit(ip2p_model, original, "turn the box into a post", keep_segment="yes", progress=False)
+
+
 def test_fallbacks_never_crash(ip2p_model, scene, monkeypatch):
     image, instruction = scene
     no_segments = lambda img: torch.zeros(0, *img.shape[-2:], dtype=torch.bool)  # noqa: E731

@@ -90,7 +90,7 @@ PARAMS: dict[str, dict[str, Param]] = {
     "zone": {"num_inference_steps": STEPS, "guidance_scale": GUIDANCE, "image_guidance_scale": GUIDANCE,
              "beta": UNIT, "threshold": Param(float, 0, 255), "attention_layers": Param(list),
              "union_above": UNIT, "attention_fraction": Param(float, 1e-3, 1), "dilation": Param(int, 0, 256), "d0": Param(float, 0, 1e4),
-             "smoother_threshold": UNIT, "eta": UNIT, "max_side": MAX_SIDE,
+             "smoother_threshold": UNIT, "keep_segment": Param(bool), "eta": UNIT, "max_side": MAX_SIDE,
              "segmenter": Param(str), "model2": Param(str)},
     "rdm": {"num_inference_steps": STEPS, "guidance_scale": GUIDANCE, "threshold": Param(float, 0, 255),
             "dilation": Param(int, 0, 256), "clip_guidance_scale": Param(float, 0, 1e5), "cutouts": Param(int, 1, 256),

@@ -67,6 +67,7 @@ ZONE_LOCALISATION = "attention"  # the paper; "change" reads the edit itself (ou
 ZONE_CHANGE_THRESHOLD = 0.05  # ours (validation split): mean |edited − original| over RGB in [0, 1]
 ZONE_ATTENTION_FRACTION = 1 / 32
 ZONE_SMOOTHER_THRESHOLD = 0.1  # ours
+ZONE_KEEP_SEGMENT = False  # the paper: M* is the smoothed change alone (True for the toy models: methods/zone.py)
 ZONE_ETA = 0.0  # ours: deterministic DDIM sampling
 ZONE_D0_AT_512 = 200.0
 ZONE_DILATION_AT_512 = 15  # ours: the paper dilates without giving the size

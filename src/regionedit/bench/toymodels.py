@@ -9,6 +9,8 @@ are re-exported here for the callers that import them from this module.
 
 from __future__ import annotations
 
+import os
+
 from regionedit.bench import machine
 from regionedit.toyworld.bars import (
     BARS,
@@ -86,6 +88,7 @@ def bench_toymodels(names: list[str], device=None, count: int | None = None, spl
             else:
                 figures = eval_faces_ddpm(model, count or 256)
             figures["cpu_20_step_sample_s"] = sample_seconds(load_model(name, device="cpu"))
+            figures["cpu_load_average_1min"] = round(os.getloadavg()[0], 2)  # > the cores: the time above was shared
         result[name] = figures
     for name in names:  # after the loop: the remove model's bar needs the main model's figures
         main = result.get(MAIN_INSTRUCT) or card_evaluation(embedded_models().get(MAIN_INSTRUCT))

@@ -72,6 +72,7 @@ class ZoneEditor(Editor):
         dilation: int | None = None,
         d0: float | None = None,
         smoother_threshold: float = zone.DEFAULT_SMOOTHER_THRESHOLD,
+        keep_segment: bool | None = None,
         eta: float = zone.DEFAULT_ETA,
         generator: torch.Generator | int | None = None,
         max_side: int | None = None,
@@ -82,7 +83,8 @@ class ZoneEditor(Editor):
         ``"attention"`` (the paper) or ``"change"`` (where the edit changed the image by more than
         ``change_threshold``); default by model family (:func:`regionedit.methods.zone.localisation_for`).
         ``beta``: the fusion weight (default by action); ``union_above``: take every segment with Region-IoU ≥ this
-        instead of the best one; ``dilation``, ``d0``: the edge smoother's (default: scaled from 512²).
+        instead of the best one; ``dilation``, ``d0``: the edge smoother's (default: scaled from 512²);
+        ``keep_segment``: the final mask also keeps the whole refined segment (default by model family).
         ``masks``: ``coarse``, ``refined`` and ``final``; ``images``: ``edited`` (the instruct models'
         output) and ``layer`` (RGBA, alpha = the final mask)."""
         settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
@@ -90,7 +92,7 @@ class ZoneEditor(Editor):
                         localisation=localisation, change_threshold=change_threshold,
                         attention_layers=attention_layers, attention_fraction=attention_fraction,
                         union_above=union_above, dilation=dilation, d0=d0, smoother_threshold=smoother_threshold,
-                        eta=eta, max_side=max_side)
+                        keep_segment=keep_segment, eta=eta, max_side=max_side)
         return self.edit_many([image], [prompt], masks=[mask], generators=[generator], **settings)[0]
 
     def edit_many(self, images: Sequence, prompts: Sequence[str], *, masks: Sequence | None = None,
