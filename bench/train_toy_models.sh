@@ -13,9 +13,12 @@
 #   scenes-clip 20, scenes-vae 30 (the latent scene models' autoencoder), faces-vae 25 + 20 with the
 #     decoder alone (tuned from scenes-vae)   ∥ faces-ddpm 120 (pixel DDPM for pixel editing and JICA)
 #   scenes-instruct 120 ∥ scenes-t2i 120
-#   scenes-instruct-remove 30, faces-ldm 70 (latent faces DDPM for RBE) ∥ scenes-clipseg 20 with the
-#     vision tower alone on the dense kind task (--kind-pretraining), then 100 on the phrases with the vision
-#     tower still tuned beside the kind loss (the text tower frozen)
+#   scenes-instruct-remove 30, faces-ldm 70 (latent faces DDPM for RBE) ∥ scenes-clipseg 40 on the phrases
+#     with both CLIP towers frozen (BCE + Dice), 20 with the vision tower alone on the dense kind task
+#     (--kind-pretraining), then 60 on the phrases with the vision tower tuned beside the kind loss and the
+#     hard negative for absent kinds (the text tower frozen). The phrases come first: started with the kind
+#     stage, the segmenter's scores collapsed to zero everywhere within 100 minutes (2026-12-07,
+#     bench/results/clipseg-ablation-kind-pretraining-cpu.json, "from_scratch").
 # Then `regionedit toyworld ship` stores scenes-clipseg and scenes-instruct-remove against the models they
 # are made from (the text tower once; the remove model as an int8 difference), and
 # `regionedit bench toymodels --update-cards` measures every bar on the benchmark split.
@@ -62,8 +65,9 @@ train scenes-instruct 120 "${latent[@]}" &
 train scenes-t2i 120 "${latent[@]}" &
 wait
 { train scenes-instruct-remove 30 "${latent[@]}" && train faces-ldm 70 "${latent[@]}"; } &
-{ train scenes-clipseg 20 --kind-pretraining --batch 64 --learning-rate 2e-3 &&
-  train scenes-clipseg 100 --absent-weight 1 --kind-weight 1 --tune-vision; } &
+{ train scenes-clipseg 40 &&
+  train scenes-clipseg 20 --kind-pretraining --batch 64 --learning-rate 2e-3 &&
+  train scenes-clipseg 60 --absent-weight 1 --kind-weight 1 --tune-vision; } &
 wait
 for name in scenes-clipseg scenes-instruct-remove; do  # unless already stored so
     ls "$weights/$name"/stored_once.json "$weights/$name"/unet/stored_once.json >/dev/null 2>&1 ||
