@@ -308,8 +308,11 @@ def _zone_row(folder: Path, progress: bool, log) -> GalleryRow:
     if toy:
         images += [(_save(folder, "zone_truth.png", unit_to_pil(edits.target.images[0])), "ground truth"),
                    (_save(folder, "zone_truth_mask.png", _mask_image(edits.mask[0])), "ground-truth mask")]
-    note = ("The instruction's cross-attention gives a coarse mask, refined to the segment of best Region-IoU and "
-            "smoothed; the edit is pasted inside it." if toy else
+    coarse = "attention mask" if out.recipe["localisation"] == "attention" else "change mask"
+    source = ("the instruction's cross-attention" if coarse == "attention mask" else
+              "where the instruct models changed the input (the toy models' localisation, see the README)")
+    note = (f"The coarse mask comes from {source}; it is refined to the segment of best Region-IoU and smoothed, and "
+            "the edit is pasted inside it." if toy else
             "Random instruct models: the masks are arbitrary; the locality is exact.")
-    return GalleryRow(f"ZONE: instruction → attention mask → Region-IoU segment → FFT edge smoother ({model_name})",
+    return GalleryRow(f"ZONE: instruction → {coarse} → Region-IoU segment → FFT edge smoother ({model_name})",
                       images, out.recipe, note=note)
