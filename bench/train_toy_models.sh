@@ -18,7 +18,9 @@
 #     (--kind-pretraining), then 60 on the phrases with the vision tower tuned beside the kind loss and the
 #     hard negative for absent kinds (the text tower frozen). The phrases come first: started with the kind
 #     stage, the segmenter's scores collapsed to zero everywhere within 100 minutes (2026-12-07,
-#     bench/results/clipseg-ablation-kind-pretraining-cpu.json, "from_scratch").
+#     bench/results/clipseg-ablation-kind-pretraining-cpu.json, "from_scratch"). NOT YET A RECIPE THAT MEETS
+#     THE BAR: in this order too the hard negative emptied every mask within 148 steps of the last stage
+#     ("from_scratch_phrases_first"); the shipped CLIPSeg came from the longer line its card records.
 # Then `regionedit toyworld ship` stores scenes-clipseg and scenes-instruct-remove against the models they
 # are made from (the text tower once; the remove model as an int8 difference), and
 # `regionedit bench toymodels --update-cards` measures every bar on the benchmark split.
