@@ -297,19 +297,20 @@ def _zone_row(folder: Path, progress: bool, log) -> GalleryRow:
     log(f"ZONE on a toy scene with {model_name}" + (f" fused with {partner}" if partner else ""))
     edits = _scene_edit(8, "change_colour")
     out = editor(edits.source.images, edits.instruction[0])
+    by_attention = out.recipe["localisation"] == "attention"
     images = [
         (_save(folder, "zone_input.png", unit_to_pil(edits.source.images[0])), f"input: {edits.source_caption[0]}"),
         (_save(folder, "zone_edited.png", out.images["edited"]), "instruct model's output, not localised"),
         (_save(folder, "zone_coarse.png", _mask_image(out.masks["coarse"][0])),
-         "attention mask" if out.recipe["localisation"] == "attention" else "coarse mask: where the edit changed the input"),
+         "attention mask" if by_attention else "coarse mask: where the edit changed the input"),
         (_save(folder, "zone_final_mask.png", _mask_image(out.masks["final"][0])), "final mask"),
         (_save(folder, "zone_output.png", out.image, out.recipe), f"'{edits.instruction[0]}' (outside the mask: the input)"),
     ]
     if toy:
         images += [(_save(folder, "zone_truth.png", unit_to_pil(edits.target.images[0])), "ground truth"),
                    (_save(folder, "zone_truth_mask.png", _mask_image(edits.mask[0])), "ground-truth mask")]
-    coarse = "attention mask" if out.recipe["localisation"] == "attention" else "change mask"
-    source = ("the instruction's cross-attention" if coarse == "attention mask" else
+    coarse = "attention mask" if by_attention else "change mask"
+    source = ("the instruction's cross-attention" if by_attention else
               "where the instruct models changed the input (the toy models' localisation, see the README)")
     note = (f"The coarse mask comes from {source}; it is refined to the segment of best Region-IoU and smoothed, and "
             "the edit is pasted inside it." if toy else

@@ -78,20 +78,27 @@ LOCALISATION = {"toy/": "change"}
 KEEP_SEGMENT = {"toy/": True}
 
 
+def _by_family(table: dict, model_name: str, default):
+    """The setting ``table`` gives the model's family (the first prefix it starts with), else ``default``."""
+    return next((value for prefix, value in table.items() if model_name.startswith(prefix)), default)
+
+
 def localisation_for(model_name: str) -> str:
     """Where ZONE's coarse mask comes from for this model: the paper's attention maps, or the edit itself."""
-    return next((way for prefix, way in LOCALISATION.items() if model_name.startswith(prefix)), DEFAULT_LOCALISATION)
+    return _by_family(LOCALISATION, model_name, DEFAULT_LOCALISATION)
 
 
 def keeps_segment(model_name: str) -> bool:
     """Whether ZONE's final mask keeps the whole refined segment for this model (M* ∪ M_f), or is the
     paper's smoothed change alone."""
-    return next((keep for prefix, keep in KEEP_SEGMENT.items() if model_name.startswith(prefix)), defaults.ZONE_KEEP_SEGMENT)
+    return _by_family(KEEP_SEGMENT, model_name, defaults.ZONE_KEEP_SEGMENT)
 
 
 def attention_fraction_for(model_name: str) -> float:
     """The map size (a fraction of the image side) ZONE reads for this model."""
-    return next((f for prefix, f in ATTENTION_FRACTION.items() if model_name.startswith(prefix)), DEFAULT_ATTENTION_FRACTION)
+    return _by_family(ATTENTION_FRACTION, model_name, DEFAULT_ATTENTION_FRACTION)
+
+
 D0_AT_512 = defaults.ZONE_D0_AT_512
 DILATION_AT_512 = defaults.ZONE_DILATION_AT_512  # our choice: the paper dilates without giving the size
 MAX_PIXELS = 4096  # a larger dilation is a mistake (and costs time growing with its square)
@@ -103,7 +110,7 @@ PARTNERS = {"tiny/": "tiny/ip2p-b", "toy/": "toy/scenes-instruct-remove", "": "v
 def partner_of(model_name: str) -> str | None:
     """The second instruct model fused by default: MagicBrush for hub models, the remove-tuned toy
     model for the toy one (None, i.e. a single model, where this installation does not ship it)."""
-    partner = next(partner for prefix, partner in PARTNERS.items() if model_name.startswith(prefix))
+    partner = _by_family(PARTNERS, model_name, None)  # "" matches every hub model
     if partner.startswith("toy/"):
         from regionedit.models.loading import embedded_models
 
