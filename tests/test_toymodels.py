@@ -416,6 +416,19 @@ def test_latent_loss_weighs_the_edit_region_and_min_snr():
     assert torch.allclose(latent.min_snr_weight(alphas, 5.0), snr.clamp(max=5) / (snr + 1))
 
 
+def test_min_snr_gamma_reaches_the_latent_recipe_and_the_card_and_is_refused_elsewhere(trained, tmp_path, capsys):
+    out = tmp_path / "t2i"
+    assert main(["toyworld", "train", "scenes-t2i", "--smoke", "--weights", str(trained), "--out", str(out),
+                 "--min-snr-gamma", "5", "-q"]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["settings"]["recipe"]["min_snr_gamma"] == 5.0
+    assert card["reproduce"] == "regionedit toyworld train scenes-t2i --steps 2 --batch 4 --min-snr-gamma 5"
+    for name, gamma in (("scenes-clip", "5"), ("scenes-t2i", "0")):
+        assert main(["toyworld", "train", name, "--smoke", "--weights", str(trained), "--out", str(tmp_path / name),
+                     "--min-snr-gamma", gamma, "-q"]) == 2
+        assert "min_snr_gamma is a positive setting of the latent diffusion models" in capsys.readouterr().err
+
+
 def test_a_signal_stops_training_after_the_current_step_and_the_run_ends_as_finished():
     import signal
 

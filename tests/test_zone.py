@@ -274,7 +274,7 @@ def test_keep_segment_lets_the_final_mask_cover_an_object_whose_inside_did_not_c
     segment[:, 20:40, 20:34] = True  # the new object, as a segmenter finds it in the edited image
     decision = actions.decide_action(ip2p_model, "turn the box into a post", None)
     settings = dict(threshold=128, localisation="change", change_threshold=0.02, union_above=None, dilation=None,
-                    d0=None, smoother_threshold=0.1, padded=(64, 64))
+                    d0=None, smoother_threshold=0.1, padded=(64, 64), keep_segment_limit=None)
     finals = {}
     for keep in (False, True):
         out = zone._localise_and_blend(ip2p_model, "turn the box into a post", decision, edited, original, None,
@@ -287,6 +287,30 @@ def test_keep_segment_lets_the_final_mask_cover_an_object_whose_inside_did_not_c
     assert zone.keeps_segment("toy/scenes-instruct") and not zone.keeps_segment("timbrooks/instruct-pix2pix")
     with pytest.raises(RegionEditError, match="keep_segment"):
         zone.edit(ip2p_model, original, "turn the box into a post", keep_segment="yes", progress=False)
+
+
+def test_keep_segment_limit_refuses_a_segment_much_larger_than_the_change(ip2p_model):
+    # A wrongly chosen segment (the whole left half) around a small visible change: pasted whole
+    # without a limit, left out (M* alone) when it is more than `limit` times the change's area.
+    original = torch.full((1, 3, 64, 64), 0.5)
+    edited = original.clone()
+    edited[..., 20:30, 10:20] = 0.9
+    half = torch.zeros(1, 64, 64, dtype=torch.bool)
+    half[:, :, :32] = True
+    decision = actions.decide_action(ip2p_model, "make the box white", None)
+    settings = dict(threshold=128, localisation="change", change_threshold=0.05, union_above=None, dilation=None,
+                    d0=None, smoother_threshold=0.1, padded=(64, 64), keep_segment=True)
+    finals = {}
+    for limit in (None, 1.5):
+        out = zone._localise_and_blend(ip2p_model, "make the box white", decision, edited, original, None,
+                                       lambda image: half, {**settings, "keep_segment_limit": limit})
+        assert out.recipe["keep_segment_limit"] == limit
+        assert torch.equal(out.pixels * (1 - out.final_mask), original * (1 - out.final_mask))
+        finals[limit] = out.final_mask[0, 0].bool()
+    assert torch.equal(finals[None], finals[None] | half[0])  # the whole half kept
+    assert finals[1.5][20:30, 10:20].all() and finals[1.5].sum() < 0.25 * half.sum()  # the change alone
+    with pytest.raises(RegionEditError, match="keep_segment_limit"):
+        zone.edit(ip2p_model, original, "make the box white", keep_segment_limit=0.5, progress=False)
 
 
 def test_fallbacks_never_crash(ip2p_model, scene, monkeypatch):

@@ -68,6 +68,7 @@ ZONE_CHANGE_THRESHOLD = 0.05  # ours (validation split): mean |edited − origin
 ZONE_ATTENTION_FRACTION = 1 / 32
 ZONE_SMOOTHER_THRESHOLD = 0.1  # ours
 ZONE_KEEP_SEGMENT = False  # the paper: M* is the smoothed change alone (True for the toy models: methods/zone.py)
+ZONE_KEEP_SEGMENT_LIMIT = None  # ours: with keep_segment, keep M_f only up to this many times M*'s area (None: always)
 ZONE_ETA = 0.0  # ours: deterministic DDIM sampling
 ZONE_D0_AT_512 = 200.0
 ZONE_DILATION_AT_512 = 15  # ours: the paper dilates without giving the size

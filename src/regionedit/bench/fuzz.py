@@ -783,7 +783,7 @@ def api_number_cases() -> list[Case]:
                      "num_inference_steps": [0, 10**6]},
         "zone.edit": {"guidance_scale": [nan], "image_guidance_scale": [nan, -1.0], "threshold": [nan, 300.0],
                       "beta": [nan, -1.0], "union_above": [nan, 2.0], "dilation": [-2, 10**9], "d0": [nan, -1.0],
-                      "smoother_threshold": [nan], "keep_segment": ["yes"], "eta": [nan, -1.0], "seed": [-5],
+                      "smoother_threshold": [nan], "keep_segment": ["yes"], "keep_segment_limit": [0.5, nan], "eta": [nan, -1.0], "seed": [-5],
                       "num_inference_steps": [0]},
         "start_from_image": {"timestep": [-10, 10**9], "num_inference_steps": [0, 10**6], "guidance_scale": [nan],
                              "seed": [2**70], "max_side": [0]},

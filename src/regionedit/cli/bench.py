@@ -161,7 +161,7 @@ def _parse_value(text: str):
             return kind(text)
         except ValueError:
             pass
-    return {"true": True, "false": False}.get(text.lower(), text)
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
 def _print_with_markdown(result: dict, args: argparse.Namespace) -> None:

@@ -41,6 +41,8 @@ def add_toyworld(commands) -> None:
     train.add_argument("--decoder-only", action="store_true", help="scenes-vae or faces-vae --resume: tune the decoder alone (latents unchanged)")
     train.add_argument("--no-evaluate", action="store_true", help="skip the bar measurement at the end (bench toymodels does it)")
     train.add_argument("--edit-weight", type=float, help="latent instruct models: loss weight inside the edited region (default 1)")
+    train.add_argument("--min-snr-gamma", type=float,
+                       help="latent diffusion models: weigh the loss by min-SNR-γ (e.g. 5; default: uniform)")
     train.add_argument("--dice-weight", type=float, help="scenes-clipseg: weight of a soft-Dice term beside the BCE (default 0)")
     train.add_argument("--absent-weight", type=float,
                        help="scenes-clipseg: weight of the BCE on an empty mask's highest logit (absent objects; default 0)")
@@ -91,5 +93,6 @@ def cmd_train(args: argparse.Namespace) -> int:
           dice_weight=args.dice_weight, absent_weight=args.absent_weight,
           learning_rate=args.learning_rate, tune_text=args.tune_text, tune_vision=args.tune_vision,
           phrases_per_scene=args.phrases_per_scene, kind_weight=args.kind_weight, bare_share=args.bare_share,
-          absent_bare_share=args.absent_bare_share, kind_pretraining=args.kind_pretraining)
+          absent_bare_share=args.absent_bare_share, kind_pretraining=args.kind_pretraining,
+          min_snr_gamma=args.min_snr_gamma)
     return 0

@@ -45,6 +45,9 @@ def _add_zone_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-segment", action=argparse.BooleanOptionalAction,
                         help="the final mask also keeps the whole refined segment (default for toy/ models, chosen on "
                              "the validation split; hub models: the paper's smoothed change alone)")
+    parser.add_argument("--keep-segment-limit", type=float, default=defaults.ZONE_KEEP_SEGMENT_LIMIT,
+                        help="with --keep-segment: keep the segment only when its area is at most this many times "
+                             "the smoothed change's (default: always)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-side", type=int, help=MAX_SIDE_HELP)
     add_model_options(parser, task="zone")
@@ -67,7 +70,7 @@ def _zone_editor(args: argparse.Namespace):
         output = editor(image, instruction, mask=mask, num_inference_steps=args.steps, guidance_scale=args.cfg,
                         image_guidance_scale=args.image_cfg, threshold=args.threshold, localisation=args.localisation,
                         change_threshold=args.change_threshold, union_above=args.union_iou,
-                        keep_segment=args.keep_segment, generator=args.seed, max_side=args.max_side)
+                        keep_segment=args.keep_segment, keep_segment_limit=args.keep_segment_limit, generator=args.seed, max_side=args.max_side)
         for message in output.recipe["notes"]:
             note(message)
         return output

@@ -73,6 +73,7 @@ class ZoneEditor(Editor):
         d0: float | None = None,
         smoother_threshold: float = zone.DEFAULT_SMOOTHER_THRESHOLD,
         keep_segment: bool | None = None,
+        keep_segment_limit: float | None = zone.DEFAULT_KEEP_SEGMENT_LIMIT,
         eta: float = zone.DEFAULT_ETA,
         generator: torch.Generator | int | None = None,
         max_side: int | None = None,
@@ -84,7 +85,8 @@ class ZoneEditor(Editor):
         ``change_threshold``); default by model family (:func:`regionedit.methods.zone.localisation_for`).
         ``beta``: the fusion weight (default by action); ``union_above``: take every segment with Region-IoU ≥ this
         instead of the best one; ``dilation``, ``d0``: the edge smoother's (default: scaled from 512²);
-        ``keep_segment``: the final mask also keeps the whole refined segment (default by model family).
+        ``keep_segment``: the final mask also keeps the whole refined segment (default by model family),
+        if its area is at most ``keep_segment_limit`` times the smoothed change's (None: always).
         ``masks``: ``coarse``, ``refined`` and ``final``; ``images``: ``edited`` (the instruct models'
         output) and ``layer`` (RGBA, alpha = the final mask)."""
         settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
@@ -92,7 +94,8 @@ class ZoneEditor(Editor):
                         localisation=localisation, change_threshold=change_threshold,
                         attention_layers=attention_layers, attention_fraction=attention_fraction,
                         union_above=union_above, dilation=dilation, d0=d0, smoother_threshold=smoother_threshold,
-                        keep_segment=keep_segment, eta=eta, max_side=max_side)
+                        keep_segment=keep_segment, keep_segment_limit=keep_segment_limit, eta=eta,
+                        max_side=max_side)
         return self.edit_many([image], [prompt], masks=[mask], generators=[generator], **settings)[0]
 
     def edit_many(self, images: Sequence, prompts: Sequence[str], *, masks: Sequence | None = None,

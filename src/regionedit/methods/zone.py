@@ -32,7 +32,9 @@ M* ∪ M_f): where an edit leaves the inside of an object as it was (a brown box
 a white ball into a white box) the smoother's binarised change is a ring with gaps that hole filling
 cannot close, and the composite kept pieces of the old object (validation split, 100 edits: final-mask
 IoU 0.665 → 0.678, object changes 0.670 → 0.702, at equal success and background L1 0.0037 → 0.0039;
-bench/results/zone-keep-segment-validation-cpu.json). Hub models keep the paper's M*.
+bench/results/zone-keep-segment-validation-cpu.json). Hub models keep the paper's M*. A limit on the
+kept segment's size (``keep_segment_limit``: at most L times M*'s area) is off by default: on the
+toy models it cost the ring-shaped changes it exists for (zone-keep-segment-limit-validation-cpu.json).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ DEFAULT_LOCALISATION = defaults.ZONE_LOCALISATION
 DEFAULT_CHANGE_THRESHOLD = defaults.ZONE_CHANGE_THRESHOLD
 LOCALISATIONS = ("attention", "change")
 DEFAULT_SMOOTHER_THRESHOLD = defaults.ZONE_SMOOTHER_THRESHOLD
+DEFAULT_KEEP_SEGMENT_LIMIT = defaults.ZONE_KEEP_SEGMENT_LIMIT
 DEFAULT_ATTENTION_FRACTION = defaults.ZONE_ATTENTION_FRACTION
 DEFAULT_ETA = defaults.ZONE_ETA
 # Per model family, chosen on the validation split (toy scenes are 64², objects a few cells of 8²).
@@ -209,6 +212,7 @@ def edit_many(
     d0: float | None = None,
     smoother_threshold: float = DEFAULT_SMOOTHER_THRESHOLD,
     keep_segment: bool | None = None,
+    keep_segment_limit: float | None = DEFAULT_KEEP_SEGMENT_LIMIT,
     eta: float = DEFAULT_ETA,
     seeds: list[int] | None = None,
     max_side: int | None = None,
@@ -222,7 +226,8 @@ def edit_many(
     :mod:`regionedit.mask_sources`, resolved on the image; None for ZONE's own) that replaces the
     coarse attention mask M_b; refinement by Region-IoU and the edge smoother follow as usual.
     ``keep_segment``: the final mask also keeps the whole refined segment (M* ∪ M_f); default by model
-    family (:func:`keeps_segment`)."""
+    family (:func:`keeps_segment`). ``keep_segment_limit``: keep it only when its area is at most this
+    many times M*'s (a much larger segment was chosen wrongly and would be pasted whole); None: always."""
     if not model.is_instruct:
         raise RegionEditError(f"ZONE needs an instruct model (InstructPix2Pix-style); {model.name} is not one")
     if second_model is not None and (not second_model.is_instruct or second_model.channels != model.channels):
@@ -246,6 +251,7 @@ def edit_many(
         keep_segment = keeps_segment(model.name)
     elif not isinstance(keep_segment, bool):
         raise RegionEditError(f"keep_segment must be true or false, got {keep_segment!r}")
+    keep_segment_limit = checks.optional_number("keep_segment_limit", keep_segment_limit, 1)
     if masks is not None and len(masks) != len(images):
         raise RegionEditError(f"ZONE needs one mask (or None) per image: {len(images)} images, {len(masks)} masks")
     given = [None if m is None else resolve_source(m, image, model, "ZONE")
@@ -275,7 +281,8 @@ def edit_many(
     original = from_model_range(fit.crop(pixels))
     shared = {"sampling_s": (time.perf_counter() - started) / len(images), "setup_s": (started - began) / len(images)}
     settings = dict(threshold=threshold, localisation=localisation, change_threshold=change_threshold, union_above=union_above, dilation=dilation, d0=d0,
-                    smoother_threshold=smoother_threshold, keep_segment=keep_segment, padded=padded)
+                    smoother_threshold=smoother_threshold, keep_segment=keep_segment,
+                    keep_segment_limit=keep_segment_limit, padded=padded)
     outputs = []
     for i, (instruction, decision) in enumerate(zip(instructions, decisions, strict=True)):
         output = _localise_and_blend(model, instruction, decision, edited[i : i + 1].cpu(), original[i : i + 1].cpu(),
@@ -330,7 +337,8 @@ def _localise_and_blend(model: DiffusionModel, instruction: str, decision: Actio
     grow = max(1, round(DILATION_AT_512 * scale)) if settings["dilation"] is None else settings["dilation"]
     final = fft_edge_smoother(edited, original, dilate(refined, grow), radius, settings["smoother_threshold"],
                               closing=max(1, grow // 2))
-    if settings["keep_segment"]:
+    limit = settings["keep_segment_limit"]
+    if settings["keep_segment"] and (limit is None or refined.sum() <= limit * final.sum()):
         final = torch.maximum(final, refined)
     if final.sum() == 0:
         notes.append("the edit changed nothing visible inside the dilated mask: final mask = refined mask")
@@ -344,7 +352,8 @@ def _localise_and_blend(model: DiffusionModel, instruction: str, decision: Actio
         "localisation": settings["localisation"] if given is None else None,
         "threshold": settings["threshold"], "change_threshold": settings["change_threshold"], "segmenter": getattr(segmenter, "name", "classical"),
         "region_iou": round(best_iou, 4), "union_above": settings["union_above"], "dilation": grow, "d0": radius,
-        "smoother_threshold": settings["smoother_threshold"], "keep_segment": settings["keep_segment"], "notes": notes,
+        "smoother_threshold": settings["smoother_threshold"], "keep_segment": settings["keep_segment"],
+        "keep_segment_limit": settings["keep_segment_limit"], "notes": notes,
         "mask_source": given.source if given is not None else None,
     }
     return ZoneOutput(

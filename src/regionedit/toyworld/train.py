@@ -50,6 +50,7 @@ MODELS = {
                                "edit_weight": 4.0},
 }
 TRAINABLE = {**PROBES, **MODELS}
+LATENT_KINDS = ("t2i", "instruct", "faces-latent")
 WEIGHT_BUDGET_MB = 40
 
 
@@ -67,7 +68,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
           learning_rate: float | None = None, tune_text: bool = False, tune_vision: bool = False,
           phrases_per_scene: int | None = None, kind_weight: float | None = None,
           bare_share: float | None = None, absent_bare_share: float | None = None,
-          kind_pretraining: bool = False) -> Path:
+          kind_pretraining: bool = False, min_snr_gamma: float | None = None) -> Path:
     """Train ``name``; prerequisites are read from ``weights`` (default: the package's weights).
     ``resume``: start from the weights already in the output folder (a finished run or a checkpoint;
     the optimiser starts afresh) and add this run to the card's history. ``speed``: a
@@ -83,6 +84,7 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     ("the ball"; default: a third, like each of the two coloured styles); ``absent_bare_share`` the
     same for a phrase naming an absent kind (the absent-empty term's negatives). ``kind_pretraining``
     (scenes-clipseg): train the vision tower alone on the dense kind task, the decoder untouched.
+    ``min_snr_gamma`` (latent diffusion models): weigh the loss by min-SNR-γ (default: uniform).
     ``learning_rate``: replaces the spec's (for example a lower rate to anneal a resumed run).
     ``evaluate=False``: leave the bar to `regionedit bench toymodels` (runs of an ablation are
     compared on the validation split; only the chosen one is measured on the benchmark split).
@@ -118,6 +120,9 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
     for setting, share in (("bare_share", bare_share), ("absent_bare_share", absent_bare_share)):
         if share is not None and not 0 <= share <= 1:
             raise RegionEditError(f"{setting} is a probability in [0, 1], got {share} (CLI: --{setting.replace('_', '-')})")
+    if min_snr_gamma is not None and (MODELS.get(name, {}).get("kind") not in LATENT_KINDS or not min_snr_gamma > 0):
+        raise RegionEditError(f"min_snr_gamma is a positive setting of the latent diffusion models "
+                              f"({', '.join(n for n, s in MODELS.items() if s['kind'] in LATENT_KINDS)}), got {min_snr_gamma}")
     if learning_rate is not None and not learning_rate > 0:
         raise RegionEditError(f"learning_rate must be positive, got {learning_rate} (CLI: --learning-rate)")
     budget = Budget(2 if smoke else (steps or spec["steps"]), None if smoke or minutes is None else 60 * minutes)
@@ -137,7 +142,8 @@ def train(name: str, out: str | Path | None = None, steps: int | None = None, de
                "decoder_only": decoder_only, "tune_text": tune_text, "tune_vision": tune_vision,
                "phrases_per_scene": 1 if phrases_per_scene is None else phrases_per_scene, "bare_share": bare_share,
                "absent_bare_share": absent_bare_share, "kind_pretraining": kind_pretraining,
-               "learning_rate": learning_rate if learning_rate is not None else spec["learning_rate"]}
+               "learning_rate": learning_rate if learning_rate is not None else spec["learning_rate"],
+               "min_snr_gamma": min_snr_gamma}
     began = time.perf_counter()
     torch.manual_seed(0)  # before any model is built: its initial weights are part of the recipe
     trainer = {"clip": _clip, "clipseg": _clipseg, "faces": _faces, "vae": _vae, "t2i": _t2i,
@@ -195,6 +201,7 @@ def _recipe_flags(c: dict) -> str:
         flags += f" --phrases-per-scene {c['phrases_per_scene']}" if c.get("phrases_per_scene", 1) != 1 else ""
         flags += "".join(f" --{setting.replace('_', '-')} {c[setting]:g}"
                          for setting in ("bare_share", "absent_bare_share") if c.get(setting) is not None)
+    flags += f" --min-snr-gamma {c['min_snr_gamma']:g}" if c.get("min_snr_gamma") is not None else ""
     documented_rate = c.get("spec", {}).get("learning_rate")
     if c.get("learning_rate", documented_rate) != documented_rate:
         flags += f" --learning-rate {c['learning_rate']:g}"
@@ -527,7 +534,7 @@ def _latent_recipe(c: dict):
     from regionedit.toyworld.latent import LatentRecipe
 
     speed = c["speed"]
-    return LatentRecipe(learning_rate=c["learning_rate"], edit_weight=c["edit_weight"],
+    return LatentRecipe(learning_rate=c["learning_rate"], edit_weight=c["edit_weight"], min_snr_gamma=c["min_snr_gamma"],
                         pool=speed.pool if speed.pool or c["smoke"] else LatentRecipe.pool,
                         refresh_every=speed.refresh_every)
 
