@@ -174,6 +174,7 @@ def test_bad_params_are_reported_with_their_line(tmp_path, params, message):
     assert problems[0].startswith("line 2: ") and message in problems[0], problems
 
 
+@pytest.mark.timeout(960)  # past the run's own 900 s limit, which says what it was doing (cores shared: slow)
 def test_ray_engine(manifest, reference, tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "ray"
