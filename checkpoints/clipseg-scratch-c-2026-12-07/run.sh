@@ -22,5 +22,5 @@ PY
 }
 for i in 1 2 3 4; do chunk "phrases-$i"; done
 for i in 1 2 3 4; do chunk "vision-$i" --tune-vision; done
-for i in 1 2 3 4; do chunk "absent01-$i" --tune-vision --absent-weight 0.1; cp -r "$out" "$d/after-absent01-$i"; done
+for i in 1 2 3 4; do chunk "absent01-$i" --tune-vision --absent-weight 0.1; done
 echo done >>"$d/curve.txt"
